@@ -1,0 +1,69 @@
+"""Self-describing checkpoints: model name + resolved config (every width) + state_dict, in one file.
+
+Files load with ``torch.load(path, weights_only=True)``: they hold only tensors, numbers, strings, lists and
+dicts. They are written atomically (a temporary file in the same folder, then a rename), so a crash never
+leaves a half-written checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from psvit.errors import CheckpointError
+from psvit.models import create_model
+
+FORMAT = "psvit-checkpoint/1"
+
+
+def save(model: nn.Module, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` (a registered psvit model) and optional JSON-like ``meta`` to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "model": model.model_name,
+        "config": dict(model.config),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "meta": dict(meta or {}),
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint's raw payload (``format``, ``model``, ``config``, ``state_dict``, ``meta``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated or foreign files
+        raise CheckpointError(f"not a readable checkpoint: {path} ({type(exc).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"not a psvit checkpoint (no '{FORMAT}' marker): {path}")
+    return payload
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model stored at ``path`` (pruned or not) and load its weights; returns it in eval mode."""
+    payload = read(path)
+    model = create_model(payload["model"], **payload["config"])
+    try:
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"checkpoint {path} does not match its own config: {first}") from None
+    return model.to(device).eval()
