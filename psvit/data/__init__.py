@@ -1,0 +1,35 @@
+"""Datasets as seeded, stratified train/validation/test splits: ``build_splits(**cfg.data)``.
+
+Registered datasets: ``digits`` (embedded, the default), ``mnist_idx``, ``image_folder`` and ``cifar10``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from psvit.data import cifar, digits, image_folder, mnist_idx  # noqa: F401  (register the datasets)
+from psvit.data.registry import dataset_options, list_datasets, load_dataset, register_dataset
+from psvit.data.splits import DataSplits, check_fractions, make_splits
+
+__all__ = ["DataSplits", "build_splits", "dataset_options", "list_datasets", "register_dataset"]
+
+
+def build_splits(
+    name: str,
+    *,
+    root: str | Path | None = None,
+    img_size: int = 16,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    **options: Any,
+) -> DataSplits:
+    """Load dataset ``name`` (files under ``root`` unless embedded) at ``img_size`` and split it: val and test
+    take ``val_fraction`` / ``test_fraction`` of the samples per class, or, when the dataset has an official test
+    split, that is the test split and val takes ``val_fraction`` of the rest. Same ``seed``, same splits."""
+    check_fractions(val_fraction, test_fraction)
+    data = load_dataset(name, root, img_size, options)
+    return make_splits(
+        data, name=name, img_size=img_size, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
+    )
