@@ -22,7 +22,7 @@ from torch import nn
 
 from psvit.errors import ConfigError
 from psvit.models.lif import lif
-from psvit.models.registry import register_model
+from psvit.models.registry import Analytics, register_analytics, register_model
 
 VARIANTS = ("cifar", "imagenet")
 #: Stem stages followed by MaxPool2d(3, 2, 1), per variant (stage 3 is the last, embed_dim-wide one).
@@ -269,7 +269,86 @@ class Spikformer(nn.Module):
         """Images ``(B, C, H, W)``, repeated over ``T`` steps, to logits ``(B, classes)``.
 
         The caller resets neuron state between batches (``spikingjelly...functional.reset_net``);
-        :func:`psvit.models.predict` does this.
+        :func:`psvit.train.predict` does this.
         """
         x = x.unsqueeze(0).repeat(self.T, 1, 1, 1, 1)
         return self.forward_head(self.forward_features(x))
+
+
+# ==============================================================================================================
+# Analytic costs: closed-form functions of the config alone (no model built), used by psvit.cost.
+# Counts are per image and per time step; only conv / linear / attention-matmul MACs (BN, LIF, pooling and
+# residual additions are not counted).
+# ==============================================================================================================
+
+#: Layers fed by analog values: the first stem conv (pixels) and the head (time-averaged features).
+ANALOG_LAYERS = ("patch_embed.proj_conv", "head")
+#: Attention matmul key -> the LIF whose output spikes are its binary operand (k for k^T@v, q for q@(k^T v)).
+MATMUL_OPERANDS = {"kv_matmul": "k_lif", "qkv_matmul": "q_lif"}
+
+
+def _dense(fan_in: int, fan_out: int, bias: bool) -> int:
+    """Parameters of a linear / 1x1 conv layer."""
+    return fan_in * fan_out + (fan_out if bias else 0)
+
+
+def _pooled(size: int) -> int:
+    """Output size of ``MaxPool2d(3, 2, 1)``."""
+    return (size + 2 - 3) // 2 + 1
+
+
+def param_count(config: dict[str, Any], include_unused_norms: bool = True) -> int:
+    """Number of parameters (not buffers); the never-used ``norm1``/``norm2`` LayerNorms are optional."""
+    cfg = resolve_config(**config)
+    dim = cfg["embed_dim"]
+    widths = [cfg["in_channels"], *cfg["sps_dims"], dim, dim]  # four stem stages, then the rpe conv
+    total = sum(9 * c_in * c_out + 2 * c_out for c_in, c_out in zip(widths, widths[1:]))  # 3x3 conv + BN
+    qkv_bias = cfg["variant"] == "cifar"
+    for qk, v, hidden in zip(cfg["qk_dims"], cfg["v_dims"], cfg["mlp_dims"]):
+        total += sum(_dense(dim, w, qkv_bias) + 2 * w for w in (qk, qk, v))
+        total += _dense(v, dim, True) + 2 * dim
+        total += _dense(dim, hidden, True) + 2 * hidden + _dense(hidden, dim, True) + 2 * dim
+        total += 4 * dim if include_unused_norms else 0
+    return total + _dense(dim, cfg["num_classes"], True)
+
+
+def layer_macs(config: dict[str, Any]) -> dict[str, int]:
+    """MACs per image and time step, keyed by module name, plus ``block.i.attn.kv_matmul`` (k^T@v) and
+    ``block.i.attn.qkv_matmul`` (q@(k^T v)), each ``heads * N * (qk_dim/heads) * (v_dim/heads)``."""
+    cfg = resolve_config(**config)
+    dim, heads, variant = cfg["embed_dim"], cfg["num_heads"], cfg["variant"]
+    kind = "linear" if variant == "cifar" else "conv"
+    widths = [cfg["in_channels"], *cfg["sps_dims"], dim]
+    size = cfg["img_size"]
+    macs: dict[str, int] = {}
+    for i in range(4):
+        macs[f"patch_embed.proj_conv{'' if i == 0 else i}"] = size * size * 9 * widths[i] * widths[i + 1]
+        if i in POOLED_STAGES[variant]:
+            size = _pooled(size)
+    tokens = size * size
+    macs["patch_embed.rpe_conv"] = tokens * 9 * dim * dim
+    for b, (qk, v, hidden) in enumerate(zip(cfg["qk_dims"], cfg["v_dims"], cfg["mlp_dims"])):
+        attn, mlp = f"block.{b}.attn.", f"block.{b}.mlp."
+        macs[f"{attn}q_{kind}"] = macs[f"{attn}k_{kind}"] = tokens * dim * qk
+        macs[f"{attn}v_{kind}"] = tokens * dim * v
+        macs[f"{attn}kv_matmul"] = macs[f"{attn}qkv_matmul"] = tokens * qk * v // heads
+        macs[f"{attn}proj_{kind}"] = tokens * v * dim
+        macs[f"{mlp}fc1_{kind}"] = macs[f"{mlp}fc2_{kind}"] = tokens * dim * hidden
+    macs["head"] = dim * cfg["num_classes"]
+    return macs
+
+
+def spike_probes(config: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Where each spike-driven layer's input firing rate is measured: a module's input, or for the attention
+    matmuls the output of the q/k LIF. The :data:`ANALOG_LAYERS` have no probe."""
+    probes: dict[str, tuple[str, str]] = {}
+    for key in layer_macs(config):
+        prefix, _, leaf = key.rpartition(".")
+        if leaf in MATMUL_OPERANDS:
+            probes[key] = (f"{prefix}.{MATMUL_OPERANDS[leaf]}", "output")
+        elif key not in ANALOG_LAYERS:
+            probes[key] = (key, "input")
+    return probes
+
+
+register_analytics("spikformer", Analytics(param_count, layer_macs, spike_probes))

@@ -1,0 +1,104 @@
+"""The full cost report of a model: size, FLOPs, SOPs, energy estimate and measured latency.
+
+Energy follows the Spikformer papers (45 nm figures, Horowitz 2014): ``E = E_MAC * analog MACs + E_AC * SOPs``.
+*Analog MACs* are the MACs of the layers fed by non-spike values, counted ONCE per image: the first stem conv
+(its pixel input is the same at every time step, so the papers count it once, not ``T`` times) and the
+classifier head (it runs once, on the time-averaged features). *SOPs* (synaptic operations, per image over
+all ``T`` steps) of every other layer are ``input firing rate * MACs * T``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from psvit.cost.analytic import count_params, layer_macs, weight_bytes
+from psvit.cost.firing import measure_firing_rates
+from psvit.cost.latency import measure_latency
+
+#: Energy of one 32-bit float multiply-accumulate, in picojoules (45 nm).
+E_MAC_PJ = 4.6
+#: Energy of one 32-bit float accumulate (a synaptic operation driven by a spike), in picojoules (45 nm).
+E_AC_PJ = 0.9
+PJ_PER_MJ = 1e9
+
+
+@dataclass(frozen=True)
+class CostReport:
+    """Costs of one model for one image (latency: for the measured batch). See the module docstring."""
+
+    model: str
+    params: int  #: all parameters, the never-used norms included (the official figures count them)
+    params_excl_unused_norms: int
+    weight_bytes: int  #: ``params * 4`` (float32)
+    flops: int  #: MACs per image for ONE time step
+    T: int
+    flops_total: int  #: ``T * flops``
+    analog_macs: int  #: MACs of the analog-input layers, once per image
+    sops: float  #: synaptic operations per image, all ``T`` steps
+    firing_rate: float  #: MAC-weighted mean input firing rate of the spike-driven layers
+    energy_mj: float
+    latency_ms: float  #: median forward time of the whole batch
+    batch_size: int
+    layer_firing_rates: dict[str, float] = field(repr=False)
+
+    def to_dict(self) -> dict[str, float]:
+        """The numeric summary as a flat dict (for JSON or ``mlflow.log_metrics``); per-layer rates excluded."""
+        d = asdict(self)
+        del d["model"], d["layer_firing_rates"]
+        return d
+
+    def format(self) -> str:
+        """A small aligned human-readable table."""
+        rows = [
+            ("model", self.model, ""),
+            ("params", f"{self.params:,}", "all parameters"),
+            ("params (excl. unused norms)", f"{self.params_excl_unused_norms:,}", ""),
+            ("weight memory", f"{self.weight_bytes / 1e6:,.2f}", "MB"),
+            ("FLOPs per step", f"{self.flops / 1e6:,.2f}", "M MAC / image"),
+            (f"FLOPs x T={self.T}", f"{self.flops_total / 1e6:,.2f}", "M MAC / image"),
+            ("analog MACs", f"{self.analog_macs / 1e6:,.2f}", "M / image"),
+            ("SOPs", f"{self.sops / 1e6:,.2f}", "M / image"),
+            ("mean input firing rate", f"{self.firing_rate:.4f}", ""),
+            ("energy", f"{self.energy_mj:.4f}", "mJ / image"),
+            ("latency", f"{self.latency_ms:,.2f}", f"ms / batch of {self.batch_size}"),
+        ]
+        width = max(len(name) for name, _, _ in rows)
+        value_width = max(len(value) for _, value, _ in rows)
+        return "\n".join(f"{name:<{width}}  {value:>{value_width}}  {unit}".rstrip() for name, value, unit in rows)
+
+
+def energy_mj(analog_macs: float, sops: float) -> float:
+    """``E_MAC * analog_macs + E_AC * sops``, in millijoules."""
+    return (E_MAC_PJ * analog_macs + E_AC_PJ * sops) / PJ_PER_MJ
+
+
+def cost_report(model: nn.Module, images: torch.Tensor, *, latency_repeats: int = 10) -> CostReport:
+    """Analytic size and FLOPs of ``model`` (from ``model.config``), SOPs and energy from the firing rates
+    measured on ``images`` (a real batch ``(B, C, H, W)``), and the median CPU latency of that batch."""
+    name, config = model.model_name, model.config
+    macs = layer_macs(name, config)
+    rates = measure_firing_rates(model, images)
+    T = config["T"]
+    spiking_macs = sum(macs[key] for key in rates)
+    sops = sum(rate * macs[key] * T for key, rate in rates.items())
+    analog = sum(m for key, m in macs.items() if key not in rates)
+    flops = sum(macs.values())
+    return CostReport(
+        model=name,
+        params=count_params(name, config),
+        params_excl_unused_norms=count_params(name, config, include_unused_norms=False),
+        weight_bytes=weight_bytes(name, config),
+        flops=flops,
+        T=T,
+        flops_total=T * flops,
+        analog_macs=analog,
+        sops=sops,
+        firing_rate=sops / (T * spiking_macs),
+        energy_mj=energy_mj(analog, sops),
+        latency_ms=1e3 * measure_latency(model, images, repeats=latency_repeats),
+        batch_size=images.shape[0],
+        layer_firing_rates=rates,
+    )
