@@ -67,3 +67,39 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Modu
         first = str(exc).splitlines()[0]
         raise CheckpointError(f"checkpoint {path} does not match its own config: {first}") from None
     return model.to(device).eval()
+
+
+def read_official_state_dict(path: str | os.PathLike, *, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """Read a state_dict saved by the official Spikformer code (or any plain ``torch.save`` of one).
+
+    Accepts a bare state_dict or a training checkpoint holding one under ``state_dict``, ``state_dict_ema`` or
+    ``model``; strips a DataParallel ``module.`` prefix. Training checkpoints that pickle Python objects (such as
+    timm's argparse ``args``) need ``trust_pickle=True``, which loads them with ``weights_only=False``: only do
+    this for files you trust.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except Exception as exc:
+        hint = "" if trust_pickle else "; if it pickles Python objects and you trust it, set model.trust_pickle=true"
+        raise CheckpointError(f"cannot read checkpoint {path} ({type(exc).__name__}){hint}") from None
+    for key in ("state_dict_ema", "state_dict", "model"):
+        if isinstance(payload, dict) and isinstance(payload.get(key), dict):
+            payload = payload[key]
+            break
+    if not isinstance(payload, dict) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
+        raise CheckpointError(f"no state_dict found in {path}")
+    return {k.removeprefix("module."): v for k, v in payload.items()}
+
+
+def load_official_weights(model: nn.Module, path: str | os.PathLike, *, trust_pickle: bool = False) -> nn.Module:
+    """Load an official-layout state_dict into ``model`` with ``strict=True``; a mismatch is a one-line error."""
+    state_dict = read_official_state_dict(path, trust_pickle=trust_pickle)
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise CheckpointError(f"{path} does not fit the configured model: {detail}") from None
+    return model

@@ -1,0 +1,31 @@
+"""``python -m psvit.train``: train (or reuse) the base model; print its test accuracy and cost report."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from psvit.cli import config_sections
+from psvit.errors import exit_on_user_error
+
+
+@hydra.main(version_base="1.3", config_path="pkg://psvit.conf", config_name="train")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    from psvit.cost import cost_report
+    from psvit.train.base import get_base_model, sample_images
+
+    model_cfg, data_cfg, train_cfg = config_sections(cfg, "model", "data", "train")
+    base = get_base_model(
+        model_cfg, data_cfg, train_cfg, seed=cfg.seed, cache_dir=cfg.cache_dir, device=cfg.device,
+        progress=cfg.progress,
+    )
+    print(base.splits.describe())
+    how = "reused cached" if base.from_cache else f"trained in {base.train_seconds:.1f} s,"
+    print(f"base model: {how} {base.path}")
+    print(f"test accuracy: {base.test_acc:.4f}  (validation {base.val_acc:.4f})")
+    print(cost_report(base.model, sample_images(base.splits)).format())
+
+
+if __name__ == "__main__":
+    main()
