@@ -1,0 +1,42 @@
+"""Layer-wise sensitivity analysis, cached by base checkpoint + data split + grid + importance + constraints."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from psvit.allocation.budget import MemoryModel
+from psvit.prune import Group, PruneConstraints
+from psvit.sensitivity.analysis import SensitivitySettings, recalibrated, run_sensitivity
+from psvit.sensitivity.table import SensitivityTable
+from psvit.train.base import BaseModel, config_hash
+
+__all__ = ["SensitivitySettings", "SensitivityTable", "get_sensitivity", "recalibrated", "run_sensitivity"]
+
+
+def get_sensitivity(
+    base: BaseModel,
+    groups: Sequence[Group],
+    memory: MemoryModel,
+    constraints: PruneConstraints,
+    settings: SensitivitySettings,
+    *,
+    data_cfg: dict,
+    cache_dir: str | Path,
+    progress: bool = True,
+) -> tuple[SensitivityTable, bool]:
+    """The cached sensitivity table for these inputs, or a fresh analysis (then cached); and whether cached."""
+    key = config_hash(base.path.name, data_cfg, [g.name for g in groups], asdict(constraints), asdict(settings))
+    path = Path(cache_dir).expanduser() / f"sensitivity-{key}.json"
+    if path.is_file():
+        return SensitivityTable.from_json(path), True
+    table = run_sensitivity(
+        base.model, base.splits, groups, memory, constraints, settings, base_val_acc=base.val_acc, progress=progress
+    )
+    table.meta = {"key": key, "base": base.path.name, "settings": asdict(settings)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    table.to_json(tmp)
+    tmp.replace(path)
+    return table, False

@@ -1,0 +1,128 @@
+"""The steps every pruning command shares: set up the base model and budget, get sensitivity, finish a model.
+
+``python -m psvit.prune``, ``python -m psvit.sensitivity`` and ``python -m psvit.search`` are thin Hydra entry
+points over these functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+from torch import nn
+
+from psvit import checkpoint
+from psvit.allocation import MemoryModel, select_groups
+from psvit.cli import config_sections
+from psvit.cost import CostReport, cost_report
+from psvit.prune import Group, PruneConstraints, list_groups, prune
+from psvit.report import ResultRow
+from psvit.sensitivity import SensitivitySettings, SensitivityTable, get_sensitivity, recalibrated
+from psvit.sensitivity.analysis import importance_batches
+from psvit.train.base import BaseModel, get_base_model, sample_images
+from psvit.train.loop import evaluate, train_model
+
+
+@dataclass
+class Setup:
+    """The base model, the enabled channel groups, the constraints and the exact memory model."""
+
+    cfg: DictConfig
+    base: BaseModel
+    groups: list[Group]
+    constraints: PruneConstraints
+    memory: MemoryModel
+
+    @property
+    def importance(self) -> str:
+        return self.cfg.prune.importance
+
+    @property
+    def data_cfg(self) -> dict[str, Any]:
+        return config_sections(self.cfg, "data")[0]
+
+
+def plan(cfg: DictConfig) -> tuple[PruneConstraints, list[str]]:
+    """Validate the prune config cheaply (before any training): constraints and enabled groups/kinds."""
+    prune_cfg = config_sections(cfg, "prune")[0]
+    return PruneConstraints(**prune_cfg["constraints"]), list(prune_cfg["enabled"])
+
+
+def setup(cfg: DictConfig) -> Setup:
+    """Train or reuse the cached base model and build the memory model for its enabled groups."""
+    constraints, enabled = plan(cfg)
+    model_cfg, data_cfg, train_cfg = config_sections(cfg, "model", "data", "train")
+    base = get_base_model(model_cfg, data_cfg, train_cfg, seed=cfg.seed, cache_dir=cfg.cache_dir,
+                          device=cfg.device, progress=cfg.progress)
+    groups = select_groups(list_groups(base.model), enabled)
+    memory = MemoryModel(base.model_name, base.config, constraints)
+    return Setup(cfg, base, groups, constraints, memory)
+
+
+def sensitivity_settings(cfg: DictConfig) -> SensitivitySettings:
+    return SensitivitySettings(
+        grid=tuple(float(r) for r in cfg.sensitivity.grid),
+        importance=cfg.prune.importance,
+        recalibration_batches=int(cfg.prune.bn_recalibration_batches),
+        batch_size=int(cfg.sensitivity.batch_size),
+        seed=int(cfg.seed),
+    )
+
+
+def sensitivity(s: Setup) -> tuple[SensitivityTable, bool]:
+    """The (cached) sensitivity table of the enabled groups; and whether it came from the cache."""
+    return get_sensitivity(s.base, s.groups, s.memory, s.constraints, sensitivity_settings(s.cfg),
+                           data_cfg=s.data_cfg, cache_dir=s.cfg.cache_dir, progress=s.cfg.progress)
+
+
+def write_sensitivity(table: SensitivityTable, out_dir: Path) -> list[Path]:
+    """The table as CSV and JSON, and its plot as PNG, in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [table.to_csv(out_dir / "sensitivity.csv"), table.to_json(out_dir / "sensitivity.json"),
+            table.plot(out_dir / "sensitivity.png")]
+
+
+def pruned_model(s: Setup, ratios: dict[str, float]) -> nn.Module:
+    """The base model pruned with ``ratios`` (importance from config), BatchNorm-recalibrated if enabled."""
+    settings = sensitivity_settings(s.cfg)
+    data = importance_batches(s.base.splits, settings)
+    model = prune(s.base.model, ratios, s.importance, s.constraints, data).eval()
+    if settings.recalibration_batches:
+        recalibrated(model, s.base.splits, settings.recalibration_batches, settings.batch_size, settings.seed)
+    return model
+
+
+@dataclass
+class Finished:
+    """A pruned (and possibly fine-tuned) model with its paper-table row, cost report and checkpoint."""
+
+    model: nn.Module
+    ratios: dict[str, float]
+    row: ResultRow
+    cost: CostReport
+    checkpoint: Path
+
+
+def finish(s: Setup, ratios: dict[str, float], out_dir: Path, *, desc: str = "fine-tune") -> Finished:
+    """Prune with ``ratios``, report test accuracy before and after fine-tuning, and save the checkpoint."""
+    cfg = s.cfg
+    model = pruned_model(s, ratios)
+    pruned_acc = evaluate(model, s.base.splits.test, device=cfg.device)
+    finetune_cfg = config_sections(cfg, "finetune")[0]
+    finetuned_acc = None
+    if finetune_cfg["epochs"] > 0:
+        train_model(model, s.base.splits.train, seed=cfg.seed, device=cfg.device, progress=cfg.progress,
+                    desc=desc, **finetune_cfg)
+        finetuned_acc = evaluate(model, s.base.splits.test, device=cfg.device)
+    model = model.cpu().eval()
+    cost = cost_report(model, sample_images(s.base.splits))
+    row = ResultRow(
+        original_acc=s.base.test_acc, pruned_acc=pruned_acc, finetuned_acc=finetuned_acc,
+        memory_saving=s.memory.saving(ratios), params=cost.params, flops=cost.flops, energy_mj=cost.energy_mj,
+    )
+    meta = {"ratios": ratios, "base": s.base.path.name, "test_acc": finetuned_acc if finetuned_acc is not None
+            else pruned_acc, "row": row.metrics()}
+    path = checkpoint.save(model, out_dir / "pruned.pt", meta=meta)
+    return Finished(model, ratios, row, cost, path)
