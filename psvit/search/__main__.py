@@ -1,0 +1,64 @@
+"""``python -m psvit.search +budget=0.224``: the budget-constrained width search (Optuna, Hydra, MLflow).
+
+Trains or reuses the base model, runs or reuses the sensitivity analysis, runs the Optuna trials (each one a
+nested MLflow run), keeps the Pareto front in MLflow, then fine-tunes the chosen model and prints its row.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from psvit.errors import ConfigError, exit_on_user_error
+
+
+def check_request(cfg: DictConfig) -> float | None:
+    """Validate everything that needs no model (budget, sampler, trial count, constraints); returns the budget."""
+    from psvit.allocation import check_budget_value
+    from psvit.search.samplers import SEARCH_SAMPLERS, STRATEGY_SAMPLERS
+    from psvit.workflow import plan
+
+    budget = cfg.get("budget")
+    if budget is not None:
+        budget = check_budget_value(budget)
+    if cfg.search.sampler not in SEARCH_SAMPLERS + STRATEGY_SAMPLERS:
+        raise ConfigError(f"search.sampler must be one of {', '.join(SEARCH_SAMPLERS + STRATEGY_SAMPLERS)}, "
+                          f"got {cfg.search.sampler!r}")
+    if not isinstance(cfg.search.n_trials, int) or cfg.search.n_trials < 1:
+        raise ConfigError(f"search.n_trials must be a positive integer, got {cfg.search.n_trials!r}")
+    plan(cfg)
+    return budget
+
+
+def worker_index() -> int:
+    """This job's index in a Hydra multirun (0 for a single run): offsets the sampler seed per worker."""
+    hc = HydraConfig.get()
+    return int(hc.job.num) if hc.mode.name == "MULTIRUN" and hc.job.num is not None else 0
+
+
+@hydra.main(version_base="1.3", config_path="pkg://psvit.conf", config_name="search")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    budget = check_request(cfg)
+    from psvit.search.session import SearchSession
+
+    session = SearchSession.start(cfg, budget, seed_offset=worker_index())
+    ran = session.run()
+    front = session.front()
+    print(f"study {session.study_name!r}: ran {ran} trials here; {session.n_complete()} complete; "
+          f"Pareto front of {len(front)} (memory saving vs val accuracy)")
+    if cfg.search.finalize:
+        done, trial = session.finalize(Path(HydraConfig.get().runtime.output_dir))
+        print(f"chosen: trial {trial.number} (val acc {trial.values[0]:.4f}, saving {trial.values[1]:.4f}); "
+              f"fine-tuned and tested:")
+        print(done.row.markdown())
+        print(f"pruned checkpoint: {done.checkpoint}")
+    print(f"MLflow: parent run {session.parent_run_id} in experiment {cfg.mlflow.experiment!r} at "
+          f"{cfg.mlflow.tracking_uri}; look with: mlflow ui --backend-store-uri {cfg.mlflow.tracking_uri}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""Hydra callback for multirun sweeps: create the MLflow and Optuna databases once, before workers start."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+
+class PrepareStores(Callback):
+    """``on_multirun_start``: parallel workers would otherwise race to create the same SQLite schemas."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from psvit import tracking
+        from psvit.search.study import make_storage
+
+        tracking.ensure_store(config.mlflow.tracking_uri, config.mlflow.experiment)
+        make_storage(config.search.storage)

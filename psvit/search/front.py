@@ -1,0 +1,80 @@
+"""The Pareto front of memory saving vs validation accuracy, kept current in MLflow as trials finish.
+
+The front is Optuna's ``study.best_trials``: the non-dominated trials among the feasible ones (those meeting the
+memory budget). Every trial's child run carries ``pareto=true|false``; the parent run holds the front as
+``pareto_front.csv`` and ``pareto_front.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import tempfile
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from psvit import tracking
+
+
+def front_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Feasible, non-dominated COMPLETE trials, by increasing memory saving."""
+    return sorted(study.best_trials, key=lambda t: t.values[1])
+
+
+def is_feasible(trial: FrozenTrial) -> bool:
+    return all(v <= 0 for v in trial.constraints.values())
+
+
+def update_front(study: optuna.Study, parent_run_id: str, budget: float | None) -> list[FrozenTrial]:
+    """Re-tag every child run (``pareto``) and rewrite the parent's front table and plot."""
+    front = front_trials(study)
+    on_front = {t.number for t in front}
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    for t in complete:
+        run_id = t.user_attrs.get("mlflow_run_id")
+        if run_id:
+            tracking.set_tags({"pareto": str(t.number in on_front).lower()}, run_id=run_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        table = Path(tmp) / "pareto_front.csv"
+        with table.open("w", newline="") as f:
+            writer = csv.writer(f)
+            names = sorted(front[0].params) if front else []
+            writer.writerow(["trial", "val_acc", "memory_saving", "mlflow_run_id", *names])
+            for t in front:
+                writer.writerow([t.number, t.values[0], t.values[1], t.user_attrs.get("mlflow_run_id", ""),
+                                 *(t.params[k] for k in names)])
+        tracking.log_artifact(table, run_id=parent_run_id)
+        tracking.log_artifact(plot_front(complete, front, budget, Path(tmp) / "pareto_front.png"), run_id=parent_run_id)
+    tracking.log_metrics({"n_complete_trials": len(complete), "pareto_size": len(front)}, run_id=parent_run_id)
+    return front
+
+
+def plot_front(trials: list[FrozenTrial], front: list[FrozenTrial], budget: float | None, path: Path) -> Path:
+    """Scatter of all evaluated trials (memory saving vs val accuracy), the front as a line, the budget."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    evaluated = [t for t in trials if t.user_attrs.get("evaluated")]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.scatter([100 * t.values[1] for t in evaluated], [100 * t.values[0] for t in evaluated], s=18, c="tab:blue",
+               alpha=0.6, label=f"evaluated trials ({len(evaluated)} of {len(trials)}; the rest missed the budget)")
+    if front:
+        ax.plot([100 * t.values[1] for t in front], [100 * t.values[0] for t in front], "-o", c="tab:red", ms=5,
+                label=f"Pareto front ({len(front)})")
+    if budget is not None:
+        ax.axvline(100 * budget, ls="--", c="k", lw=1, label=f"budget {100 * budget:.1f}%")
+    ax.set_xlabel("memory saving (% of base weight bytes)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title("psvit search: memory saving vs accuracy")
+    if evaluated:
+        accs = [100 * t.values[0] for t in evaluated]
+        ax.set_ylim(max(0, min(accs) - 5), min(100, max(accs) + 2))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

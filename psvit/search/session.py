@@ -1,0 +1,112 @@
+"""One worker's view of a search: base model, sensitivity priors, study, MLflow parent run, trials, final model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import FrozenTrial, TrialState
+
+from psvit import tracking
+from psvit.cli import config_sections
+from psvit.errors import PsvitError
+from psvit.search.front import front_trials, update_front
+from psvit.search.objective import TrialObjective
+from psvit.search.priors import prior_allocations
+from psvit.search.runs import parent_run
+from psvit.search.samplers import STRATEGY_SAMPLERS, PriorFirstSampler, base_sampler
+from psvit.search.space import SearchSpace
+from psvit.search.study import count, make_storage, open_study, run_trials
+from psvit.train.base import config_hash
+from psvit.workflow import Finished, Setup, finish, sensitivity, setup, write_sensitivity
+
+
+@dataclass
+class SearchSession:
+    cfg: DictConfig
+    budget: float | None
+    setup: Setup
+    study: optuna.Study
+    study_name: str
+    parent_run_id: str
+    objective: TrialObjective
+    n_trials: int
+
+    @classmethod
+    def start(cls, cfg: DictConfig, budget: float | None, seed_offset: int = 0) -> SearchSession:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        sc = cfg.search
+        s = setup(cfg)
+        if budget is not None:
+            s.memory.check_feasible(budget, s.groups)  # one line, before any evaluation
+        table, cached = sensitivity(s)
+        use_priors = sc.priors or sc.sampler in STRATEGY_SAMPLERS
+        priors = prior_allocations(s, table, sc.sampler, budget, sc.n_trials, sc.step) if use_priors else []
+        space = (SearchSpace.from_priors(s.groups, table, sc.step, sc.prior_tolerance, priors) if sc.priors
+                 else SearchSpace.full(s.groups, sc.step))
+        name = sc.study_name or default_study_name(cfg, s, budget)
+        sampler = PriorFirstSampler(base_sampler(sc.sampler, sc.seed + seed_offset, sc.n_startup_trials), priors)
+        n_objectives = 3 if sc.energy_objective else 2
+        study = open_study(name, make_storage(sc.storage, sc.heartbeat_interval, sc.grace_period), sampler,
+                           n_objectives)
+        parent_id, created = parent_run(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, name)
+        if created:
+            tracking.log_params({"config": OmegaConf.to_container(cfg, resolve=True), "budget": budget,
+                                 "study_name": name}, run_id=parent_id)
+            tracking.log_metrics({"base_val_acc": s.base.val_acc, "base_test_acc": s.base.test_acc,
+                                  "base_weight_bytes": s.memory.base_bytes}, run_id=parent_id)
+            out = Path(cfg.cache_dir).expanduser() / f"sensitivity-artifacts-{name}"
+            for f in write_sensitivity(table, out):
+                tracking.log_artifact(f, run_id=parent_id, artifact_path="sensitivity")
+        objective = TrialObjective(s, space, budget, parent_id, name, sc.recovery_epochs, sc.energy_objective,
+                                   sc.latency_repeats)
+        n_trials = len(priors) if sc.sampler in STRATEGY_SAMPLERS else sc.n_trials
+        return cls(cfg, budget, s, study, name, parent_id, objective, n_trials)
+
+    def run(self) -> int:
+        """Run this worker's share of the missing trials; the front is updated after each one."""
+        return run_trials(self.study, self.objective, self.n_trials,
+                          after_each=lambda st: update_front(st, self.parent_run_id, self.budget))
+
+    def n_complete(self) -> int:
+        return count(self.study, TrialState.COMPLETE)
+
+    def front(self) -> list[FrozenTrial]:
+        return update_front(self.study, self.parent_run_id, self.budget)
+
+    def chosen_trial(self) -> FrozenTrial:
+        """With a budget: the most accurate feasible trial (ties: larger saving). Without: the largest saving
+        whose val accuracy is within ``search.select_tolerance`` of the base model's (else the most accurate)."""
+        front = front_trials(self.study)
+        if not front:
+            raise PsvitError(f"no trial of study {self.study_name!r} met the budget; raise search.n_trials or "
+                             "keep search.priors=true (the prior trials always meet it)")
+        if self.budget is None:
+            floor = self.setup.base.val_acc - self.cfg.search.select_tolerance
+            close = [t for t in front if t.values[0] >= floor]
+            if close:
+                return max(close, key=lambda t: t.values[1])
+        return max(front, key=lambda t: (t.values[0], t.values[1]))
+
+    def finalize(self, out_dir: Path) -> tuple[Finished, FrozenTrial]:
+        """Fine-tune the chosen trial's model, test it, and log it (checkpoint + table row) to the parent run."""
+        trial = self.chosen_trial()
+        done = finish(self.setup, dict(trial.params), out_dir, desc="fine-tune chosen")
+        pid = self.parent_run_id
+        tracking.log_metrics({f"final_{k}": v for k, v in {**done.row.metrics(), **done.cost.to_dict()}.items()},
+                             run_id=pid)
+        tracking.set_tags({"chosen_trial": trial.number}, run_id=pid)
+        tracking.log_text(done.row.markdown() + "\n", "result_row.md", run_id=pid)
+        tracking.log_artifact(done.checkpoint, run_id=pid, artifact_path="final_model")
+        return done, trial
+
+
+def default_study_name(cfg: DictConfig, s: Setup, budget: float | None) -> str:
+    """A name that changes whenever the search would: base model, budget, sampler and search settings."""
+    keyed = config_sections(cfg, "prune", "sensitivity", "search")
+    for k in ("n_trials", "storage", "study_name", "finalize", "heartbeat_interval", "grace_period"):
+        keyed[2].pop(k, None)
+    tag = "front" if budget is None else f"b{budget:g}"
+    return f"psvit-{s.base.path.stem.removeprefix('base-')[:8]}-{tag}-{cfg.search.sampler}-{config_hash(*keyed)[:6]}"

@@ -1,0 +1,59 @@
+"""The search space: one keep-ratio parameter per enabled group, on a discrete ladder, within prior bounds.
+
+Priors from the sensitivity analysis narrow each group's range (this is the documented choice, rather than
+re-weighting the sampler): a group may go down to the deepest sensitivity grid ratio whose validation-accuracy
+drop stays within ``prior_tolerance``, one ladder step deeper (insensitive groups may go low), but never below
+the ladder's first step; sensitive groups stay high. The range always includes the prior allocations that are
+enqueued as the first trials. Without priors every group spans ``[step, 1]``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import optuna
+
+from psvit.prune import Group
+from psvit.sensitivity import SensitivityTable
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """``bounds[group] = (low, high)`` keep ratios on a ladder of ``step``."""
+
+    bounds: dict[str, tuple[float, float]]
+    step: float
+
+    @classmethod
+    def full(cls, groups: Sequence[Group], step: float) -> SearchSpace:
+        return cls({g.name: (step, 1.0) for g in groups}, step)
+
+    @classmethod
+    def from_priors(cls, groups: Sequence[Group], table: SensitivityTable, step: float, prior_tolerance: float,
+                    include: Sequence[Mapping[str, float]] = ()) -> SearchSpace:
+        bounds = {}
+        for g in groups:
+            admissible = [r["ratio"] for r in table.rows if r["group"] == g.name and r["acc_drop"] <= prior_tolerance]
+            deepest = min(admissible, default=1.0)
+            low = max(step, snap_down(deepest, step) - step)
+            low = min([low, *(ratios[g.name] for ratios in include if g.name in ratios)])
+            bounds[g.name] = (low, 1.0)
+        return cls(bounds, step)
+
+    def distributions(self) -> dict[str, optuna.distributions.FloatDistribution]:
+        return {name: optuna.distributions.FloatDistribution(lo, hi, step=self.step)
+                for name, (lo, hi) in self.bounds.items()}
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, float]:
+        """Ask the trial for one keep ratio per group (parameter names are the group names)."""
+        return {name: trial.suggest_float(name, lo, hi, step=self.step) for name, (lo, hi) in self.bounds.items()}
+
+    def contains(self, ratios: Mapping[str, float]) -> bool:
+        return all(self.bounds[n][0] - 1e-9 <= r <= self.bounds[n][1] + 1e-9 for n, r in ratios.items())
+
+
+def snap_down(ratio: float, step: float) -> float:
+    """The largest multiple of ``step`` that is <= ``ratio`` (with float tolerance)."""
+    return step * math.floor(ratio / step + 1e-9)
