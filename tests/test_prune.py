@@ -84,6 +84,8 @@ def test_groups_name_every_width_and_cover_coupled_tensors(setup):
         "block0.attn.qk", "block0.attn.v", "block0.mlp", "block1.attn.qk", "block1.attn.v", "block1.mlp",
     ]
     assert list_groups(("spikformer", model.config)) == groups
+    partial = dict(variant=model.config["variant"], img_size=model.config["img_size"], **SMALL)
+    assert width_config("spikformer", partial, {}) == model.config  # partial configs are resolved
     state = model.state_dict()
     modules = dict(model.named_modules())
     for g in groups:

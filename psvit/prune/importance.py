@@ -5,8 +5,8 @@ keep. ``data`` is an iterable of ``(images, labels)`` batches, used only by the 
 batches: every batch given is used). Scores never change the model: its weights, BN statistics, ``.grad``
 fields and train/eval mode are as before.
 
-* ``l1`` (the default: the paper's filter-norm criterion) and ``l2``: the L1 / L2 norm of all the channel's conv/linear weights
-  together: its filters (``out``) and its outgoing weights in the consuming layers (``in``).
+* ``l1`` (the default: the paper's filter-norm criterion) and ``l2``: the L1 / L2 norm of all the channel's
+  conv/linear weights together: its filters (``out``) and its outgoing weights in the consuming layers (``in``).
 * ``bn_scale``: the sum of ``|gamma|`` over the group's BatchNorms.
 * ``taylor``: first-order Taylor, ``sum |w * dL/dw|`` over every parameter slice of the channel, with the
   cross-entropy gradient accumulated over the batches (through spikingjelly's surrogate gradients; BN in eval

@@ -1,0 +1,19 @@
+"""Test helpers shared by several test files (imported as a top-level module: tests/ has no __init__)."""
+
+from __future__ import annotations
+
+#: Overrides that make every CLI run tiny: a 32-wide, 2-block Spikformer trained for 8 epochs on digits,
+#: a 3-point sensitivity grid and 1 fine-tuning epoch. Each command takes the keys its config has.
+TINY_BASE = ["model.embed_dim=32", "model.num_heads=2", "train.epochs=8", "progress=false"]
+TINY_SENSITIVITY = [*TINY_BASE, "sensitivity.grid=[0.75,0.5,0.25]"]
+TINY = [*TINY_SENSITIVITY, "finetune.epochs=1"]
+TINY_BY_COMMAND = {"train": TINY_BASE, "sensitivity": TINY_SENSITIVITY, "prune": TINY, "search": TINY}
+
+
+def compose(config_name: str, *overrides: str):
+    """A real Hydra composition of a psvit primary config (as the CLI does, without running it)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    with initialize_config_module(config_module="psvit.conf", version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=False)

@@ -1,0 +1,108 @@
+"""End to end: the real ``python -m psvit.search`` CLI in subprocesses, against real Optuna and MLflow stores."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import psvit
+from psvit.data import build_splits
+from psvit.train import evaluate
+
+SEARCH = ["search.n_trials=5", "search.latency_repeats=1", "search.n_startup_trials=2"]
+
+
+def study(tmp_path: Path, name: str):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+
+
+def mlflow_runs(tmp_path: Path):
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (experiment,) = [e for e in client.search_experiments() if e.name == "psvit"]
+    runs = client.search_runs([experiment.experiment_id], max_results=10000)
+    parents = [r for r in runs if r.data.tags.get("psvit.role") == "search"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
+def dominated(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """``a`` is dominated by ``b`` (both objectives maximized)."""
+    return b[0] >= a[0] and b[1] >= a[1] and b != a
+
+
+def test_search_end_to_end_and_resume(run_cli, tmp_path: Path) -> None:
+    out = run_cli("search", "+budget=0.3", "search.study_name=e2e", *SEARCH).stdout
+    assert "| original acc | pruned acc, no fine-tune | pruned acc, fine-tuned |" in out
+    st = study(tmp_path, "e2e")
+    assert len(st.trials) == 5 and all(t.state.name == "COMPLETE" for t in st.trials)
+
+    client, parents, children = mlflow_runs(tmp_path)
+    assert len(parents) == 1 and len(children) == len(st.trials)
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    by_trial = {int(c.data.tags["trial_number"]): c for c in children}
+    assert sorted(by_trial) == [t.number for t in st.trials]
+
+    # every pareto=true run is feasible (meets the budget) and non-dominated among feasible runs
+    feasible = {n: (c.data.metrics["val_acc"], c.data.metrics["memory_saving"])
+                for n, c in by_trial.items() if c.data.tags["feasible"] == "true"}
+    front = [n for n, c in by_trial.items() if c.data.tags["pareto"] == "true"]
+    assert front
+    for n in front:
+        assert n in feasible and feasible[n][1] >= 0.3
+        assert not any(dominated(feasible[n], other) for other in feasible.values())
+    for n, c in by_trial.items():
+        assert ("ratio.embed" in c.data.params) and ("width.embed_dim" in c.data.params)
+        assert c.data.metrics["memory_saving"] == pytest.approx(st.trials[n].values[1])
+
+    # the final checkpoint loads and reproduces the logged test accuracy
+    parent = client.get_run(parents[0].info.run_id)
+    local = client.download_artifacts(parent.info.run_id, "final_model/pruned.pt", str(tmp_path / "dl"))
+    model = psvit.load(local)
+    acc = evaluate(model, build_splits("digits", img_size=16).test)
+    assert acc == pytest.approx(parent.data.metrics["final_test_finetuned_acc"], abs=1e-9)
+    assert parent.data.metrics["final_memory_saving"] >= 0.3
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"pareto_front.csv", "pareto_front.png", "result_row.md", "sensitivity", "final_model"} <= artifacts
+
+    # resume: same study, more trials -> only the missing ones run; MLflow keeps one child per trial
+    out = run_cli("search", "+budget=0.3", "search.study_name=e2e", *SEARCH[1:], "search.n_trials=7",
+                  "search.finalize=false").stdout
+    assert "ran 2 trials here; 7 complete" in out
+    out = run_cli("search", "+budget=0.3", "search.study_name=e2e", *SEARCH[1:], "search.n_trials=7",
+                  "search.finalize=false").stdout
+    assert "ran 0 trials here; 7 complete" in out
+    _, parents, children = mlflow_runs(tmp_path)
+    assert len(parents) == 1 and len(children) == len(study(tmp_path, "e2e").trials) == 7
+
+
+@pytest.mark.parametrize("budget", ["1.5", "0", "-0.2", "abc", "1"])
+def test_bad_budget_is_one_line_error_before_any_work(run_cli, tmp_path: Path, budget: str) -> None:
+    result = run_cli("search", f"+budget={budget}", check=False)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: budget must be a number strictly between 0 and 1")
+    assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_two_parallel_workers_share_one_study(run_cli, tmp_path: Path) -> None:
+    run_cli("sensitivity")  # warm the base and sensitivity caches so both workers start straight away
+    result = run_cli("search", "-m", "+budget=0.3", "search.study_name=par", "search.n_trials=6",
+                     "search.finalize=false", "search.latency_repeats=1", "hydra/launcher=joblib",
+                     "hydra.launcher.n_jobs=2", "+worker=0,1",
+                     env={"OMP_NUM_THREADS": "1"})  # one thread per worker on a 2-core machine
+    assert result.returncode == 0
+    st = study(tmp_path, "par")
+    complete = [t for t in st.trials if t.state.name == "COMPLETE"]
+    assert 6 <= len(complete) <= 7 and len(st.trials) == len(complete)  # none lost; at most workers-1 extra
+    _, parents, children = mlflow_runs(tmp_path)
+    assert len(parents) == 1
+    numbers = sorted(int(c.data.tags["trial_number"]) for c in children)
+    assert numbers == sorted(t.number for t in complete)  # one child run per trial, no duplicates
