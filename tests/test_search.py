@@ -13,6 +13,7 @@ import psvit
 from psvit.data import build_splits
 from psvit.train import evaluate
 
+SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 SEARCH = ["search.n_trials=5", "search.latency_repeats=1", "search.n_startup_trials=2"]
 
 
@@ -94,9 +95,8 @@ def test_bad_budget_is_one_line_error_before_any_work(run_cli, tmp_path: Path, b
 
 def test_two_parallel_workers_share_one_study(run_cli, tmp_path: Path) -> None:
     run_cli("sensitivity")  # warm the base and sensitivity caches so both workers start straight away
-    result = run_cli("search", "-m", "+budget=0.3", "search.study_name=par", "search.n_trials=6",
-                     "search.finalize=false", "search.latency_repeats=1", "hydra/launcher=joblib",
-                     "hydra.launcher.n_jobs=2", "+worker=0,1",
+    result = run_cli("search", "+budget=0.3", "search.study_name=par", "search.n_trials=6",
+                     "search.latency_repeats=1", flags=("--config-dir", str(SWEEPS), "--config-name", "workers_local"),
                      env={"OMP_NUM_THREADS": "1"})  # one thread per worker on a 2-core machine
     assert result.returncode == 0
     st = study(tmp_path, "par")
@@ -106,3 +106,15 @@ def test_two_parallel_workers_share_one_study(run_cli, tmp_path: Path) -> None:
     assert len(parents) == 1
     numbers = sorted(int(c.data.tags["trial_number"]) for c in children)
     assert numbers == sorted(t.number for t in complete)  # one child run per trial, no duplicates
+
+
+@pytest.mark.parametrize(("sweep", "expected"), [
+    ("budget_sweep", ["+budget: 0.1,0.224,0.3,0.4", "mode: MULTIRUN"]),
+    ("workers_local", ["JoblibLauncher", "n_jobs: 2", "+worker: 0,1"]),
+    ("workers_slurm", ["SlurmLauncher", "partition: gpu", "+worker: range(8)"]),
+])
+def test_sweep_configs_compose(run_cli, sweep: str, expected: list[str]) -> None:
+    out = run_cli("search", flags=("--config-dir", str(SWEEPS), "--config-name", sweep, "--cfg", "hydra"),
+                  tiny=False).stdout
+    for text in expected:
+        assert text in out

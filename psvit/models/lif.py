@@ -1,10 +1,10 @@
 """Multi-step LIF neurons: spikingjelly's ``LIFNode`` with a faster CPU inference path.
 
-spikingjelly 2.0 runs its CPU multi-step LIF through a generic op-dispatch layer that costs about half of a
-small Spikformer's inference time. :class:`LIFNode` keeps spikingjelly's neuron API (``step_mode='m'``,
-``functional.reset_net``, the ``v`` memory, surrogate gradients for training) and only replaces the
-no-grad forward with a plain torch loop that computes exactly the same thing (bit-identical spikes and
-voltages: ``bench/lif_speed.py`` measures both and checks equality).
+spikingjelly 2.0's CPU multi-step LIF is about half of a small Spikformer's inference time. :class:`LIFNode`
+keeps spikingjelly's neuron API (``step_mode='m'``, ``functional.reset_net``, the ``v`` memory, surrogate
+gradients for training) and only replaces the no-grad forward of the Spikformer neuron (decay_input, v_reset=0)
+with a lean in-place torch loop that computes exactly the same thing: bit-identical spikes and voltages
+(``tests/test_spikformer_official.py`` checks it; ``bench/lif_speed.py`` measures the speed-up).
 """
 
 from __future__ import annotations
@@ -22,23 +22,23 @@ class LIFNode(neuron.LIFNode):
     """Hard-reset, decay-input LIF (the Spikformer neuron) with a fast no-grad multi-step forward."""
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args: torch.Tensor, **kwargs: object) -> torch.Tensor:
-        if torch.is_grad_enabled() or args or kwargs or self.store_v_seq or self.v_reset is None:
+        fast = not (torch.is_grad_enabled() or args or kwargs or self.store_v_seq)
+        if not (fast and self.decay_input and self.v_reset == 0.0):
             return super().multi_step_forward(x_seq, *args, **kwargs)
         return self._inference_forward(x_seq)
 
     def _inference_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        # Same arithmetic, in the same order, as spikingjelly's CPU kernel (spikingjelly/_ops/lif/cpu.py):
-        # h = v + (x - (v - v_reset)) / tau ; s = (h >= v_th) ; v = s * v_reset + (1 - s) * h
+        # The arithmetic of spikingjelly's CPU kernel (spikingjelly/_ops/lif/cpu.py) for v_reset = 0, in the same
+        # order, in place: h = v + (x - v) / tau ; s = (h >= v_th) ; v = s * 0 + (1 - s) * h  (= h where s == 0).
         v = self.v
         if not isinstance(v, torch.Tensor):
-            v = torch.full_like(x_seq[0], float(v), dtype=torch.float32)
-        reset = float(self.v_reset)
+            v = torch.zeros_like(x_seq[0], dtype=torch.float32)
         spikes = torch.empty_like(x_seq)
         for t, x in enumerate(x_seq.float()):
-            h = v + (x - (v - reset)) / self.tau if self.decay_input else v - (v - reset) / self.tau + x
-            s = (h >= self.v_threshold).to(torch.float32)
-            v = s * reset + (1 - s) * h
+            h = (x - v).div_(self.tau).add_(v)
+            s = h >= self.v_threshold
             spikes[t] = s
+            v = h.masked_fill_(s, 0.0)
         self.v = v
         return spikes
 
