@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 
-def _mlflow():
+def import_mlflow():
+    """``mlflow``, imported on first use, with its INFO chatter silenced."""
     import logging
 
     import mlflow
@@ -26,7 +27,7 @@ def _mlflow():
 
 def ensure_store(tracking_uri: str, experiment: str) -> str:
     """Point MLflow at ``tracking_uri``, create the experiment (and so the DB) if needed; returns its id."""
-    mlflow = _mlflow()
+    mlflow = import_mlflow()
     mlflow.set_tracking_uri(tracking_uri)
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
@@ -45,7 +46,7 @@ def run(tracking_uri: str, experiment: str, name: str, *, run_id: str | None = N
     ``parent_run_id`` nests it under that run (via the ``mlflow.parentRunId`` tag, which the UI shows as a tree;
     unlike ``start_run(parent_run_id=...)`` it does not need the parent to be active in this process).
     """
-    mlflow = _mlflow()
+    mlflow = import_mlflow()
     experiment_id = ensure_store(tracking_uri, experiment)
     tags = {k: str(v) for k, v in (tags or {}).items()}
     if parent_run_id:
@@ -68,7 +69,7 @@ def flat_params(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def log_params(params: Mapping[str, Any], run_id: str | None = None) -> None:
-    mlflow = _mlflow()
+    mlflow = import_mlflow()
     flat = flat_params(params)
     if run_id is None:
         mlflow.log_params(flat)
@@ -79,7 +80,7 @@ def log_params(params: Mapping[str, Any], run_id: str | None = None) -> None:
 
 
 def log_metrics(metrics: Mapping[str, float], run_id: str | None = None, step: int | None = None) -> None:
-    mlflow = _mlflow()
+    mlflow = import_mlflow()
     clean = {k: float(v) for k, v in metrics.items() if v is not None}
     if run_id is None:
         mlflow.log_metrics(clean, step=step)
@@ -90,7 +91,7 @@ def log_metrics(metrics: Mapping[str, float], run_id: str | None = None, step: i
 
 
 def log_artifact(path: str | Path, run_id: str | None = None, artifact_path: str | None = None) -> None:
-    mlflow = _mlflow()
+    mlflow = import_mlflow()
     if run_id is None:
         mlflow.log_artifact(str(path), artifact_path=artifact_path)
     else:
@@ -106,7 +107,7 @@ def log_text(text: str, file_name: str, run_id: str | None = None) -> None:
 
 
 def set_tags(tags: Mapping[str, Any], run_id: str | None = None) -> None:
-    mlflow = _mlflow()
+    mlflow = import_mlflow()
     if run_id is None:
         mlflow.set_tags({k: str(v) for k, v in tags.items()})
     else:

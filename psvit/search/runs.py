@@ -21,7 +21,7 @@ def _candidates(client, experiment_id: str, study_name: str) -> list:
 
 def parent_run(tracking_uri: str, experiment: str, study_name: str) -> tuple[str, bool]:
     """The parent run id of ``study_name``'s search, and whether this call created it."""
-    mlflow = tracking._mlflow()
+    mlflow = tracking.import_mlflow()
     experiment_id = tracking.ensure_store(tracking_uri, experiment)
     client = mlflow.MlflowClient()
     found = _candidates(client, experiment_id, study_name)
@@ -34,11 +34,3 @@ def parent_run(tracking_uri: str, experiment: str, study_name: str) -> tuple[str
         client.delete_run(mine.info.run_id)
     return winner.info.run_id, winner.info.run_id == mine.info.run_id
 
-
-def child_runs(tracking_uri: str, experiment: str, parent_run_id: str) -> list:
-    """The trial runs nested under ``parent_run_id``."""
-    mlflow = tracking._mlflow()
-    experiment_id = tracking.ensure_store(tracking_uri, experiment)
-    return mlflow.MlflowClient().search_runs(
-        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=50000
-    )

@@ -42,16 +42,9 @@ class SearchSpace:
             bounds[g.name] = (low, 1.0)
         return cls(bounds, step)
 
-    def distributions(self) -> dict[str, optuna.distributions.FloatDistribution]:
-        return {name: optuna.distributions.FloatDistribution(lo, hi, step=self.step)
-                for name, (lo, hi) in self.bounds.items()}
-
     def suggest(self, trial: optuna.Trial) -> dict[str, float]:
         """Ask the trial for one keep ratio per group (parameter names are the group names)."""
         return {name: trial.suggest_float(name, lo, hi, step=self.step) for name, (lo, hi) in self.bounds.items()}
-
-    def contains(self, ratios: Mapping[str, float]) -> bool:
-        return all(self.bounds[n][0] - 1e-9 <= r <= self.bounds[n][1] + 1e-9 for n, r in ratios.items())
 
 
 def snap_down(ratio: float, step: float) -> float:
