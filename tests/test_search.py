@@ -118,3 +118,16 @@ def test_sweep_configs_compose(run_cli, sweep: str, expected: list[str]) -> None
                   tiny=False).stdout
     for text in expected:
         assert text in out
+
+
+def test_search_without_budget_builds_the_unconstrained_front(run_cli, tmp_path: Path) -> None:
+    out = run_cli("search", "search.study_name=front", "search.n_trials=4", "search.latency_repeats=1").stdout
+    assert "4 complete" in out and "chosen: trial" in out
+    st = study(tmp_path, "front")
+    assert all(t.constraints == {} for t in st.trials)  # no budget, no constraint
+    front = {t.number for t in st.best_trials}
+    values = {t.number: tuple(t.values) for t in st.trials}
+    for n in front:
+        assert not any(dominated(values[n], v) for v in values.values())
+    savings = sorted(values[n][1] for n in front)
+    assert savings[-1] > 0.3  # the prior allocations reach far along the memory axis
