@@ -59,8 +59,10 @@ def plot_front(trials: list[FrozenTrial], front: list[FrozenTrial], budget: floa
 
     evaluated = [t for t in trials if t.user_attrs.get("evaluated")]
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    skipped = len(trials) - len(evaluated)
+    label = f"evaluated trials ({len(evaluated)})" + (f"; {skipped} missed the budget, not evaluated" if skipped else "")
     ax.scatter([100 * t.values[1] for t in evaluated], [100 * t.values[0] for t in evaluated], s=18, c="tab:blue",
-               alpha=0.6, label=f"evaluated trials ({len(evaluated)} of {len(trials)}; the rest missed the budget)")
+               alpha=0.6, label=label)
     if front:
         ax.plot([100 * t.values[1] for t in front], [100 * t.values[0] for t in front], "-o", c="tab:red", ms=5,
                 label=f"Pareto front ({len(front)})")
