@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,44 @@ def test_search_without_budget_builds_the_unconstrained_front(run_cli, tmp_path:
         assert not any(dominated(values[n], v) for v in values.values())
     savings = sorted(values[n][1] for n in front)
     assert savings[-1] > 0.3  # the prior allocations reach far along the memory axis
+
+
+def test_killed_worker_leaves_no_trial_running_forever(run_cli, cache_dir: Path, tmp_path: Path) -> None:
+    import optuna
+    from optuna.trial import TrialState
+
+    from helpers import TINY
+
+    run_cli("sensitivity")  # warm caches, so the worker reaches its trials quickly
+    args = [sys.executable, "-m", "psvit.search", *TINY, "+budget=0.3", "search.study_name=killed", "search.n_trials=3",
+            "search.finalize=false", "search.heartbeat_interval=1", "search.grace_period=2"]
+    env = {**os.environ, "PSVIT_CACHE_DIR": str(cache_dir)}
+    worker = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    try:
+        for _ in range(1200):  # wait (up to ~2 min) until a trial is RUNNING, then kill the worker mid-trial
+            if worker.poll() is not None:
+                break
+            try:
+                trials = optuna.load_study(study_name="killed", storage=storage).get_trials(states=(TrialState.RUNNING,))
+            except Exception:  # the study does not exist yet
+                trials = []
+            if trials:
+                worker.kill()
+                break
+            time.sleep(0.1)
+    finally:
+        worker.kill()
+        worker.wait()
+    assert trials, "the worker never started a trial"
+    killed = trials[0].number
+    time.sleep(3)  # past the grace period: the dead worker's heartbeat is stale
+    out = run_cli("search", "+budget=0.3", "search.study_name=killed", "search.n_trials=3", "search.finalize=false",
+                  "search.heartbeat_interval=1", "search.grace_period=2").stdout
+    assert "3 complete" in out
+    st = optuna.load_study(study_name="killed", storage=storage)
+    states = {t.number: t.state for t in st.trials}
+    assert states[killed] == TrialState.FAIL and TrialState.RUNNING not in states.values()
+    retried = [t for t in st.trials if t.system_attrs.get("failed_trial") == killed]
+    assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
+    assert retried[0].params == st.trials[killed].params

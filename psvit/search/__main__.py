@@ -46,6 +46,9 @@ def main(cfg: DictConfig) -> None:
     from psvit.search.session import SearchSession
 
     session = SearchSession.start(cfg, budget, seed_offset=worker_index())
+    base = session.setup.base
+    print(f"{base.splits.describe()}\nbase model: {'reused cached' if base.from_cache else 'trained,'} {base.path}; "
+          f"test accuracy {base.test_acc:.4f} (validation {base.val_acc:.4f})")
     ran = session.run()
     front = session.front()
     print(f"study {session.study_name!r}: ran {ran} trials here; {session.n_complete()} complete; "
@@ -55,6 +58,7 @@ def main(cfg: DictConfig) -> None:
         print(f"chosen: trial {trial.number} (val acc {trial.values[0]:.4f}, saving {trial.values[1]:.4f}); "
               f"fine-tuned and tested:")
         print(done.row.markdown())
+        print(done.cost.format())
         print(f"pruned checkpoint: {done.checkpoint}")
     print(f"MLflow: parent run {session.parent_run_id} in experiment {cfg.mlflow.experiment!r} at "
           f"{cfg.mlflow.tracking_uri}; look with: mlflow ui --backend-store-uri {cfg.mlflow.tracking_uri}")
