@@ -46,9 +46,7 @@ def main(cfg: DictConfig) -> None:
     from psvit.search.session import SearchSession
 
     session = SearchSession.start(cfg, budget, seed_offset=worker_index())
-    base = session.setup.base
-    print(f"{base.splits.describe()}\nbase model: {'reused cached' if base.from_cache else 'trained,'} {base.path}; "
-          f"test accuracy {base.test_acc:.4f} (validation {base.val_acc:.4f})")
+    print(session.setup.base.describe())
     ran = session.run()
     front = session.front()
     print(f"study {session.study_name!r}: ran {ran} trials here; {session.n_complete()} complete; "

@@ -20,10 +20,7 @@ def main(cfg: DictConfig) -> None:
         model_cfg, data_cfg, train_cfg, seed=cfg.seed, cache_dir=cfg.cache_dir, device=cfg.device,
         progress=cfg.progress,
     )
-    print(base.splits.describe())
-    how = "reused cached" if base.from_cache else f"trained in {base.train_seconds:.1f} s,"
-    print(f"base model: {how} {base.path}")
-    print(f"test accuracy: {base.test_acc:.4f}  (validation {base.val_acc:.4f})")
+    print(base.describe())
     print(cost_report(base.model, sample_images(base.splits)).format())
 
 

@@ -46,6 +46,12 @@ class BaseModel:
     def config(self) -> dict[str, Any]:
         return self.model.config
 
+    def describe(self) -> str:
+        """Three lines: the data splits, where the base model comes from, and its accuracies."""
+        how = "reused cached" if self.from_cache else f"trained in {self.train_seconds:.1f} s,"
+        return (f"{self.splits.describe()}\nbase model: {how} {self.path}\n"
+                f"test accuracy: {self.test_acc:.4f}  (validation {self.val_acc:.4f})")
+
 
 def model_config(model_cfg: dict[str, Any], splits: DataSplits) -> dict[str, Any]:
     """The architecture part of the ``model`` config group, with channels/classes filled in from the data."""
