@@ -8,6 +8,7 @@ from pathlib import Path
 import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
+from tqdm.auto import tqdm
 
 from psvit import tracking
 from psvit.cli import config_sections
@@ -67,8 +68,18 @@ class SearchSession:
 
     def run(self) -> int:
         """Run this worker's share of the missing trials; the front is updated after each one."""
-        return run_trials(self.study, self.objective, self.n_trials,
-                          after_each=lambda st: update_front(st, self.parent_run_id, self.budget))
+        bar = tqdm(total=self.n_trials, initial=self.n_complete(), desc="trials", unit="trial",
+                   disable=not self.cfg.progress or None)
+
+        def after_each(study: optuna.Study) -> None:
+            front = update_front(study, self.parent_run_id, self.budget)
+            bar.n = self.n_complete()
+            bar.set_postfix(front=len(front))
+
+        try:
+            return run_trials(self.study, self.objective, self.n_trials, after_each=after_each)
+        finally:
+            bar.close()
 
     def n_complete(self) -> int:
         return count(self.study, TrialState.COMPLETE)
