@@ -173,3 +173,11 @@ def test_killed_worker_leaves_no_trial_running_forever(run_cli, cache_dir: Path,
     retried = [t for t in st.trials if t.system_attrs.get("failed_trial") == killed]
     assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
     assert retried[0].params == st.trials[killed].params
+
+
+def test_strategy_sampler_evaluates_only_its_allocations(run_cli, tmp_path: Path) -> None:
+    out = run_cli("search", "+budget=0.3", "search.study_name=psv", "search.sampler=psvit", "search.priors=false",
+                  "search.n_trials=3", "search.finalize=false", "search.latency_repeats=1").stdout
+    assert "3 complete" in out
+    savings = [t.values[1] for t in study(tmp_path, "psv").trials]
+    assert len(savings) == 3 and savings == sorted(savings) and savings[0] >= 0.3  # a ladder of budgets from 0.3

@@ -46,7 +46,7 @@ class SearchSession:
         use_priors = sc.priors or sc.sampler in STRATEGY_SAMPLERS
         priors = prior_allocations(s, table, sc.sampler, budget, sc.n_trials, sc.step) if use_priors else []
         space = (SearchSpace.from_priors(s.groups, table, sc.step, sc.prior_tolerance, priors) if sc.priors
-                 else SearchSpace.full(s.groups, sc.step))
+                 else SearchSpace.full(s.groups, sc.step, priors))
         name = sc.study_name or default_study_name(cfg, s, budget)
         sampler = PriorFirstSampler(base_sampler(sc.sampler, sc.seed + seed_offset, sc.n_startup_trials), priors)
         n_objectives = 3 if sc.energy_objective else 2
