@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -15,8 +16,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from psvit.errors import ConfigError, exit_on_user_error
 
+if TYPE_CHECKING:
+    from psvit.workflow import Setup
 
-def allocate(s, cfg: DictConfig) -> tuple[dict[str, float], str]:
+
+def allocate(s: Setup, cfg: DictConfig) -> tuple[dict[str, float], str]:
     """Keep ratios per group for the configured strategy; and a note on how they were found."""
     from psvit.allocation import largest_first, sensitivity_greedy, uniform_for_budget, uniform_ratios
     from psvit.workflow import sensitivity
