@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -68,34 +69,40 @@ def flat_params(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return {k: v[:6000] for k, v in out.items()}
 
 
+def _client_and_run(run_id: str | None) -> tuple[Any, str]:
+    """An MLflow client and the run to write to: ``run_id``, or else the active run of this process."""
+    mlflow = import_mlflow()
+    return mlflow.MlflowClient(), run_id or mlflow.active_run().info.run_id
+
+
 def log_params(params: Mapping[str, Any], run_id: str | None = None) -> None:
-    mlflow = import_mlflow()
-    flat = flat_params(params)
-    if run_id is None:
-        mlflow.log_params(flat)
-    else:
-        client = mlflow.MlflowClient()
-        for k, v in flat.items():
-            client.log_param(run_id, k, v)
+    """Log a (nested) config as flat params, in one batch."""
+    from mlflow.entities import Param
+
+    client, run = _client_and_run(run_id)
+    client.log_batch(run, params=[Param(k, v) for k, v in flat_params(params).items()])
 
 
-def log_metrics(metrics: Mapping[str, float], run_id: str | None = None, step: int | None = None) -> None:
-    mlflow = import_mlflow()
-    clean = {k: float(v) for k, v in metrics.items() if v is not None}
-    if run_id is None:
-        mlflow.log_metrics(clean, step=step)
-    else:
-        client = mlflow.MlflowClient()
-        for k, v in clean.items():
-            client.log_metric(run_id, k, v, step=step or 0)
+def log_metrics(metrics: Mapping[str, float], run_id: str | None = None) -> None:
+    """Log metrics (``None`` values skipped), in one batch."""
+    from mlflow.entities import Metric
+
+    client, run = _client_and_run(run_id)
+    now = int(time.time() * 1000)
+    client.log_batch(run, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None])
+
+
+def set_tags(tags: Mapping[str, Any], run_id: str | None = None) -> None:
+    """Set tags (values as strings), in one batch."""
+    from mlflow.entities import RunTag
+
+    client, run = _client_and_run(run_id)
+    client.log_batch(run, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
 def log_artifact(path: str | Path, run_id: str | None = None, artifact_path: str | None = None) -> None:
-    mlflow = import_mlflow()
-    if run_id is None:
-        mlflow.log_artifact(str(path), artifact_path=artifact_path)
-    else:
-        mlflow.MlflowClient().log_artifact(run_id, str(path), artifact_path=artifact_path)
+    client, run = _client_and_run(run_id)
+    client.log_artifact(run, str(path), artifact_path=artifact_path)
 
 
 def log_text(text: str, file_name: str, run_id: str | None = None) -> None:
@@ -105,12 +112,3 @@ def log_text(text: str, file_name: str, run_id: str | None = None) -> None:
         path.write_text(text)
         log_artifact(path, run_id)
 
-
-def set_tags(tags: Mapping[str, Any], run_id: str | None = None) -> None:
-    mlflow = import_mlflow()
-    if run_id is None:
-        mlflow.set_tags({k: str(v) for k, v in tags.items()})
-    else:
-        client = mlflow.MlflowClient()
-        for k, v in tags.items():
-            client.set_tag(run_id, k, str(v))
