@@ -2,6 +2,7 @@
 
 from psvit.allocation.budget import InfeasibleBudget, MemoryModel, check_budget_value, select_groups
 from psvit.allocation.largest_first import largest_first
+from psvit.allocation.projection import kept_fractions, project_to_saving, repair_to_budget
 from psvit.allocation.sensitivity_greedy import predicted_total_drop, sensitivity_greedy
 from psvit.allocation.uniform import uniform_for_budget, uniform_ratios
 
@@ -12,8 +13,11 @@ __all__ = [
     "InfeasibleBudget",
     "MemoryModel",
     "check_budget_value",
+    "kept_fractions",
     "largest_first",
     "predicted_total_drop",
+    "project_to_saving",
+    "repair_to_budget",
     "select_groups",
     "sensitivity_greedy",
     "uniform_for_budget",

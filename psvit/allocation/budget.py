@@ -11,7 +11,8 @@ from typing import Any
 
 from psvit.cost import weight_bytes
 from psvit.errors import ConfigError
-from psvit.prune import Group, PruneConstraints, list_groups, width_config
+from psvit.prune import Group, PruneConstraints, kept_channels, narrowed_config
+from psvit.prune.groups import resolved_groups
 
 
 class InfeasibleBudget(ConfigError):
@@ -38,21 +39,33 @@ def select_groups(groups: Sequence[Group], enabled: Sequence[str]) -> list[Group
 
 
 class MemoryModel:
-    """Memory saving of any keep-ratio dict for one base model, exactly as the pruned model will have it."""
+    """Memory saving of any keep-ratio dict for one base model, exactly as the pruned model will have it.
+
+    Sizes are memoized by the kept channel counts, so the many nearby ratio dicts a search or a projection
+    tries cost one cost-model call per distinct pruned model.
+    """
 
     def __init__(self, model_name: str, base_config: Mapping[str, Any], constraints: PruneConstraints) -> None:
         self.model_name = model_name
-        self.base_config = dict(base_config)
         self.constraints = constraints
-        self.groups = list_groups((model_name, self.base_config))
+        self.base_config, self.groups = resolved_groups(model_name, dict(base_config))
         self.base_bytes = weight_bytes(model_name, self.base_config)
+        self._bytes: dict[tuple[int, ...], int] = {}
+
+    def kept(self, ratios: Mapping[str, float]) -> dict[str, int]:
+        """Kept channels per head of every group: what identifies the pruned model's shape."""
+        return kept_channels(self.groups, ratios, self.constraints)
 
     def config(self, ratios: Mapping[str, float]) -> dict[str, Any]:
         """The pruned model's width config."""
-        return width_config(self.model_name, self.base_config, ratios, self.constraints)
+        return narrowed_config(self.base_config, self.groups, self.kept(ratios))
 
     def bytes(self, ratios: Mapping[str, float]) -> int:
-        return weight_bytes(self.model_name, self.config(ratios))
+        kept = self.kept(ratios)
+        key = tuple(kept.values())
+        if key not in self._bytes:
+            self._bytes[key] = weight_bytes(self.model_name, narrowed_config(self.base_config, self.groups, kept))
+        return self._bytes[key]
 
     def saving(self, ratios: Mapping[str, float]) -> float:
         """Fraction of the base model's weight bytes that pruning with ``ratios`` removes."""

@@ -4,7 +4,7 @@ physically narrower model from a keep ratio per group."""
 from psvit.prune.constraints import PruneConstraints, kept_channels, kept_per_head
 from psvit.prune.groups import KINDS, Group, Slice, Spikes, list_groups
 from psvit.prune.importance import IMPORTANCES, Importance, firing_rates, get_importance
-from psvit.prune.pruner import prune, select_channels, width_config
+from psvit.prune.pruner import narrowed_config, prune, select_channels, width_config
 from psvit.prune.recalibrate import recalibrate_bn
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "firing_rates",
     "get_importance",
     "kept_channels",
+    "narrowed_config",
     "kept_per_head",
     "list_groups",
     "prune",

@@ -19,7 +19,7 @@ from psvit.prune.groups import Config, Group, resolved_groups
 from psvit.prune.importance import Batches, Importance, get_importance
 
 
-def _narrowed(config: Config, groups: list[Group], kept: Mapping[str, int]) -> Config:
+def narrowed_config(config: Config, groups: list[Group], kept: Mapping[str, int]) -> Config:
     """``config`` with each group's width set to its kept channels (per head times heads)."""
     new = {k: list(v) if isinstance(v, list) else v for k, v in config.items()}
     for g in groups:
@@ -43,7 +43,7 @@ def width_config(
     left out keep everything. With :mod:`psvit.cost`, this gives the exact size of any pruning up front.
     """
     resolved, groups = resolved_groups(model_name, config)
-    return _narrowed(resolved, groups, kept_channels(groups, ratios, constraints))
+    return narrowed_config(resolved, groups, kept_channels(groups, ratios, constraints))
 
 
 def select_channels(scores: torch.Tensor, group: Group, per_head: int) -> torch.Tensor:
@@ -81,6 +81,6 @@ def prune(
         for dim, index in selections.get(key, ()):
             tensor = tensor.index_select(dim, index.to(tensor.device))
         state[key] = tensor
-    pruned = create_model(model.model_name, **_narrowed(config, groups, kept))
+    pruned = create_model(model.model_name, **narrowed_config(config, groups, kept))
     pruned.load_state_dict(state)
     return pruned.to(next(model.parameters()).device).train(model.training)

@@ -1,20 +1,31 @@
-"""One Optuna trial: keep ratios -> exact memory saving (the budget constraint) -> prune -> evaluate -> MLflow.
+"""One Optuna trial: keep ratios -> budget repair -> exact memory saving -> prune -> evaluate -> MLflow.
 
-A sample that misses the budget is recorded as infeasible without any pruning or evaluation (its constraint
-value is positive, its accuracy is reported as 0 and ``evaluated=false``), so it costs ~no time. Feasible
-samples are pruned, BatchNorm-recalibrated, optionally fine-tuned for a few recovery epochs, and scored on the
-**validation** split. Each finished trial becomes one nested MLflow run under the search's parent run.
+The trial's parameters are the sampler's keep ratios. With ``search.repair`` (the default) a sample that misses
+the budget is projected onto it along its own direction (:func:`~psvit.allocation.repair_to_budget`) instead
+of being thrown away; the prior trials (the strategies' allocations) are taken as they are. The ratios the
+model is pruned with are recorded as kept fractions in the trial's ``ratios`` user attribute (and in MLflow).
+
+A sample that still misses the budget (``search.repair=false``) is recorded as infeasible without any pruning
+or evaluation (constraint value positive, accuracy 0, ``evaluated=false``). A sample whose pruned shape equals
+an already evaluated trial's is not evaluated again: it takes that trial's results (``duplicate_of``). Both
+cost ~no time, and the benchmark counts both as wasted. Feasible new shapes are pruned, BatchNorm-recalibrated,
+optionally fine-tuned for a few recovery epochs, and scored on the **validation** split; the trial records
+``eval_seconds`` (prune to cost report). Each finished trial becomes one nested MLflow run under the search's
+parent run.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import optuna
+from optuna.trial import TrialState
 
 from psvit import tracking
+from psvit.allocation import kept_fractions, repair_to_budget
 from psvit.cost import cost_report
-from psvit.search.space import SearchSpace
+from psvit.search.space import RATIOS_ATTR, SearchSpace
 from psvit.train.base import sample_images
 from psvit.train.loop import evaluate, train_model
 from psvit.workflow import Setup, pruned_model
@@ -34,23 +45,45 @@ class TrialObjective:
     recovery_epochs: int = 0
     energy_objective: bool = False
     latency_repeats: int = 3
+    n_priors: int = 0
+    repair: bool = True
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         s = self.setup
         ratios = self.space.suggest(trial)
+        if self.repair and self.budget is not None and trial.number >= self.n_priors:
+            ratios = repair_to_budget(s.memory, ratios, self.budget)
+        ratios = kept_fractions(s.memory, ratios, list(ratios))
+        trial.set_user_attr(RATIOS_ATTR, ratios)
         saving = s.memory.saving(ratios)
         if self.budget is not None:
             trial.set_constraint(BUDGET_CONSTRAINT, self.budget - saving)
         feasible = self.budget is None or saving >= self.budget
         config = s.memory.config(ratios)
         metrics = {"memory_saving": saving, "weight_bytes": s.memory.bytes(ratios)}
-        if feasible:
+        twin = self._evaluated_twin(trial, ratios) if feasible else None
+        if twin is not None:
+            trial.set_user_attr("duplicate_of", twin.number)
+            metrics.update(twin.user_attrs["metrics"])
+        elif feasible:
+            start = time.perf_counter()
             metrics.update(self._evaluate(ratios))
-        trial.set_user_attr("evaluated", feasible)
-        run_id = self._log(trial, ratios, config, metrics, feasible)
+            trial.set_user_attr("eval_seconds", time.perf_counter() - start)
+            trial.set_user_attr("metrics", {k: v for k, v in metrics.items() if k not in ("memory_saving", "weight_bytes")})
+        evaluated = feasible and twin is None
+        trial.set_user_attr("evaluated", evaluated)
+        run_id = self._log(trial, ratios, config, metrics, feasible, evaluated)
         trial.set_user_attr("mlflow_run_id", run_id)
         values = (metrics.get("val_acc", 0.0), saving)
         return values + ((-metrics.get("energy_mj", 0.0),) if self.energy_objective else ())
+
+    def _evaluated_twin(self, trial: optuna.Trial, ratios: dict[str, float]) -> optuna.trial.FrozenTrial | None:
+        """A COMPLETE, evaluated trial that pruned to the same shape, if any."""
+        kept = self.setup.memory.kept(ratios)
+        for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if t.user_attrs.get("evaluated") and self.setup.memory.kept(t.user_attrs[RATIOS_ATTR]) == kept:
+                return t
+        return None
 
     def _evaluate(self, ratios: dict[str, float]) -> dict[str, float]:
         s = self.setup
@@ -64,13 +97,13 @@ class TrialObjective:
         return {"val_acc": val_acc, **report.to_dict()}
 
     def _log(self, trial: optuna.Trial, ratios: dict[str, float], config: dict, metrics: dict[str, float],
-             feasible: bool) -> str:
+             feasible: bool, evaluated: bool) -> str:
         widths = {k: v for k, v in config.items() if k.endswith("_dims") or k == "embed_dim"}
         with tracking.run(self.setup.cfg.mlflow.tracking_uri, self.setup.cfg.mlflow.experiment,
                           f"trial-{trial.number}", parent_run_id=self.parent_run_id,
                           tags={"psvit.study": self.study_name, "trial_number": trial.number,
                                 "state": "COMPLETE", "feasible": str(feasible).lower(), "pareto": "false",
-                                "evaluated": str(feasible).lower()}) as active:
+                                "evaluated": str(evaluated).lower()}) as active:
             tracking.log_params({"ratio": ratios, "width": widths})
             tracking.log_metrics(metrics)
         return active.info.run_id

@@ -4,8 +4,11 @@
 later trial to the wrapped sampler. Trial numbers are handed out atomically by the storage, so each prior is
 evaluated exactly once even with many workers on one study (a queue filled by each worker would duplicate them).
 
-``search.sampler``: ``tpe`` (multi-objective TPE, Optuna 5's default), ``nsga2`` and ``random`` search;
-``psvit`` and ``uniform`` evaluate only their strategy's allocations (the baselines, through the same pipeline).
+``search.sampler``: ``guided`` (the default: budget-exact, surrogate-guided, see :mod:`psvit.search.guided`),
+``tpe`` (multivariate multi-objective TPE with ``constant_liar`` so that parallel workers spread out), ``nsga2``
+(its population sized to the trial budget: Optuna's default of 50 makes a short search all random) and
+``random``; ``psvit`` and ``uniform`` evaluate only their strategy's allocations (the baselines, through the
+same pipeline).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from optuna.trial import FrozenTrial
 
 from psvit.errors import ConfigError
 
-SEARCH_SAMPLERS = ("tpe", "nsga2", "random")
+SEARCH_SAMPLERS = ("guided", "tpe", "nsga2", "random")
 STRATEGY_SAMPLERS = ("psvit", "uniform")
 
 
@@ -58,12 +61,19 @@ class PriorFirstSampler(BaseSampler):
         self.base.reseed_rng()
 
 
-def base_sampler(name: str, seed: int, n_startup_trials: int) -> BaseSampler:
-    """The Optuna sampler behind ``search.sampler`` (strategy samplers need none: all trials are priors)."""
+def nsga2_population(n_trials: int) -> int:
+    """NSGA-II's population for a budget of ``n_trials``: about five generations, between 4 and 50."""
+    return max(4, min(50, n_trials // 5))
+
+
+def base_sampler(name: str, seed: int, n_startup_trials: int, n_trials: int) -> BaseSampler:
+    """The Optuna sampler behind ``search.sampler`` (strategy samplers need none: all trials are priors;
+    ``guided`` needs the search's state and is built by the session)."""
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials, multivariate=True,
+                                          constant_liar=True)
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=nsga2_population(n_trials))
     if name in ("random", *STRATEGY_SAMPLERS):
         return optuna.samplers.RandomSampler(seed=seed)
     raise ConfigError(f"search.sampler must be one of {', '.join(SEARCH_SAMPLERS + STRATEGY_SAMPLERS)}, got {name!r}")

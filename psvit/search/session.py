@@ -18,7 +18,8 @@ from psvit.search.objective import TrialObjective
 from psvit.search.priors import prior_allocations
 from psvit.search.runs import parent_run
 from psvit.search.samplers import STRATEGY_SAMPLERS, PriorFirstSampler, base_sampler
-from psvit.search.space import SearchSpace
+from psvit.search.guided import GuidedSampler
+from psvit.search.space import RATIOS_ATTR, SearchSpace
 from psvit.search.study import count, make_storage, open_study, run_trials
 from psvit.train.base import config_hash
 from psvit.workflow import Finished, Setup, finish, sensitivity, setup, write_sensitivity
@@ -44,11 +45,18 @@ class SearchSession:
             s.memory.check_feasible(budget, s.groups)  # one line, before any evaluation
         table, cached = sensitivity(s)
         use_priors = sc.priors or sc.sampler in STRATEGY_SAMPLERS
-        priors = prior_allocations(s, table, sc.sampler, budget, sc.n_trials, sc.step) if use_priors else []
-        space = (SearchSpace.from_priors(s.groups, table, sc.step, sc.prior_tolerance, priors) if sc.priors
-                 else SearchSpace.full(s.groups, sc.step, priors))
+        priors = prior_allocations(s, table, sc.sampler, budget, sc.n_trials) if use_priors else []
+        if sc.sampler == "guided":  # it proposes exact allocations: continuous, the whole range
+            space = SearchSpace.full(s.groups, None, priors)
+        elif sc.priors:
+            space = SearchSpace.from_priors(s.groups, table, sc.prior_tolerance, priors, sc.step)
+        else:
+            space = SearchSpace.full(s.groups, sc.step, priors)
         name = sc.study_name or default_study_name(cfg, s, budget)
-        sampler = PriorFirstSampler(base_sampler(sc.sampler, sc.seed + seed_offset, sc.n_startup_trials), priors)
+        seed = sc.seed + seed_offset
+        inner = (GuidedSampler(s.memory, table, space, budget, len(s.base.splits.val), seed) if sc.sampler == "guided"
+                 else base_sampler(sc.sampler, seed, sc.n_startup_trials, sc.n_trials))
+        sampler = PriorFirstSampler(inner, priors)
         n_objectives = 3 if sc.energy_objective else 2
         study = open_study(name, make_storage(sc.storage, sc.heartbeat_interval, sc.grace_period), sampler,
                            n_objectives)
@@ -62,7 +70,7 @@ class SearchSession:
             for f in write_sensitivity(table, out):
                 tracking.log_artifact(f, run_id=parent_id, artifact_path="sensitivity")
         objective = TrialObjective(s, space, budget, parent_id, name, sc.recovery_epochs, sc.energy_objective,
-                                   sc.latency_repeats)
+                                   sc.latency_repeats, len(priors), sc.repair)
         n_trials = len(priors) if sc.sampler in STRATEGY_SAMPLERS else sc.n_trials
         return cls(cfg, budget, s, study, name, parent_id, objective, n_trials)
 
@@ -104,7 +112,7 @@ class SearchSession:
     def finalize(self, out_dir: Path) -> tuple[Finished, FrozenTrial]:
         """Fine-tune the chosen trial's model, test it, and log it (checkpoint + table row) to the parent run."""
         trial = self.chosen_trial()
-        done = finish(self.setup, dict(trial.params), out_dir, desc="fine-tune chosen")
+        done = finish(self.setup, dict(trial.user_attrs[RATIOS_ATTR]), out_dir, desc="fine-tune chosen")
         pid = self.parent_run_id
         tracking.log_metrics({f"final_{k}": v for k, v in {**done.row.metrics(), **done.cost.to_dict()}.items()},
                              run_id=pid)

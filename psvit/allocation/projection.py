@@ -1,0 +1,72 @@
+"""Moving any keep-ratio dict onto a memory saving exactly: how a search never wastes a trial on the budget.
+
+A *projection* slides the ratios along a direction ``u >= 0`` (per group), ``r(s) = clip(r - s * u, 0, 1)``,
+and picks the smallest ``s`` (negative ``s`` gives channels back) whose exact saving reaches the target. The
+saving grows with ``s``, and channel counts are integers, so bisection finds the exact threshold: the result
+saves at least the target and giving back any more would miss it (up to the bisection's resolution).
+
+The result is written as kept fractions (kept channels per head / head width), which name the pruned model's
+shape exactly: two ratio dicts with the same kept fractions prune to the same widths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from psvit.allocation.budget import MemoryModel
+
+#: Bisection steps on ``s``: far finer than one channel of the widest group.
+_STEPS = 40
+
+
+def kept_fractions(memory: MemoryModel, ratios: Mapping[str, float], names: Sequence[str]) -> dict[str, float]:
+    """``ratios`` written as the fraction of each group's channels the pruned model keeps (prunes identically)."""
+    kept = memory.kept(ratios)
+    widths = {g.name: g.head_width for g in memory.groups}
+    return {n: kept[n] / widths[n] for n in names}
+
+
+def project_to_saving(memory: MemoryModel, ratios: Mapping[str, float], target: float,
+                      direction: Mapping[str, float] | None = None) -> dict[str, float] | None:
+    """``ratios`` moved along ``direction`` (default: proportional to each group's pruned fraction, plus a
+    little of every group so that unpruned groups can move too) to the smallest change that saves ``target``.
+
+    Only the groups in ``ratios`` move. Returns kept fractions, or None when the direction cannot reach the
+    target (every moving group at its minimum).
+    """
+    names = list(ratios)
+    if direction is None:
+        direction = {n: (1.0 - ratios[n]) + 0.05 for n in names}
+    moving = {n: float(direction.get(n, 0.0)) for n in names if direction.get(n, 0.0) > 0}
+    if not moving:
+        return None
+
+    def at(s: float) -> dict[str, float]:
+        return {n: min(1.0, max(0.0, ratios[n] - s * moving.get(n, 0.0))) for n in names}
+
+    reach = 1.0 / min(moving.values())  # beyond +-reach every moving group is at 0 or 1
+    lo, hi = -reach, reach
+    if memory.saving(at(hi)) < target:
+        return None
+    if memory.saving(at(lo)) >= target:
+        return kept_fractions(memory, at(lo), names)
+    for _ in range(_STEPS):
+        mid = 0.5 * (lo + hi)
+        if memory.saving(at(mid)) >= target:
+            hi = mid
+        else:
+            lo = mid
+    return kept_fractions(memory, at(hi), names)
+
+
+def repair_to_budget(memory: MemoryModel, ratios: Mapping[str, float], budget: float) -> dict[str, float]:
+    """``ratios`` if they meet ``budget``; else the proportional projection onto it (a sample that misses the
+    budget is pruned deeper along its own direction instead of being thrown away)."""
+    if memory.saving(ratios) >= budget:
+        return dict(ratios)
+    projected = project_to_saving(memory, ratios, budget)
+    if projected is None:  # unreachable along its own direction: fall back to pruning every group evenly
+        projected = project_to_saving(memory, ratios, budget, {n: 1.0 for n in ratios})
+    if projected is None:
+        raise ValueError(f"budget {budget} is beyond the reach of groups {sorted(ratios)}")
+    return projected

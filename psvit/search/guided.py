@@ -1,0 +1,157 @@
+"""``search.sampler=guided``: a budget-exact, surrogate-guided local search around the best allocations.
+
+Every proposal is a complete allocation that saves exactly the memory asked for (projected onto it with
+:func:`~psvit.allocation.project_to_saving`), so no trial misses the budget, and none repeats a pruned shape
+already evaluated or being evaluated by another worker. Each proposal is the candidate with the largest
+expected improvement under :class:`~psvit.search.surrogate.AccuracySurrogate` (the sensitivity table as prior
+mean, a GP fitted on every evaluated trial) among a few hundred candidates:
+
+* local moves around the best evaluated allocations: hand ``delta`` of one group's channels to another
+  (the other absorbs exactly the memory), or jitter several groups and re-project;
+* global samples: random allocations projected onto the saving.
+
+With a budget, most trials target the budget itself; every ``front_every``-th trial targets a larger saving
+(a low-discrepancy sequence between the budget and 95% of the reachable saving) so that the Pareto front is
+mapped too. Without a budget every trial targets such a level. Another worker's RUNNING trials enter the
+surrogate at their predicted accuracy (the "kriging believer"), so parallel workers spread out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.samplers import BaseSampler, RandomSampler
+from optuna.trial import FrozenTrial, TrialState
+
+from psvit.allocation import MemoryModel, project_to_saving
+from psvit.search.space import RATIOS_ATTR, SearchSpace
+from psvit.search.surrogate import AccuracySurrogate, expected_improvement
+from psvit.sensitivity import SensitivityTable
+
+#: Keep-ratio steps of a transfer move, and jitter scales of a jitter move (kept-fraction units).
+TRANSFER_DELTAS = (1 / 16, 1 / 8, 1 / 4)
+JITTER_SCALES = (0.03, 0.08, 0.15)
+
+
+def van_der_corput(k: int) -> float:
+    """The ``k``-th point of the base-2 van der Corput sequence in [0, 1) (k = 0 gives 0.5)."""
+    k, x, scale = k + 1, 0.0, 0.5
+    while k:
+        x += scale * (k & 1)
+        k, scale = k >> 1, scale / 2
+    return x
+
+
+class GuidedSampler(BaseSampler):
+    """See the module docstring. ``names`` are the search parameters (group names) in a fixed order."""
+
+    def __init__(self, memory: MemoryModel, table: SensitivityTable, space: SearchSpace, budget: float | None,
+                 n_val: int, seed: int = 0, front_every: int = 5, parents: int = 3, moves: int = 40,
+                 global_samples: int = 60) -> None:
+        self.memory = memory
+        self.table = table
+        self.space = space
+        self.names = list(space.bounds)
+        self.budget = budget
+        self.n_val = n_val
+        self.seed = seed
+        self.front_every = front_every
+        self.parents = parents
+        self.moves = moves
+        self.global_samples = global_samples
+        self.top = 0.95 * memory.max_saving([g for g in memory.groups if g.name in self.names])
+        self._fallback = RandomSampler(seed=seed)
+
+    # --- Optuna's sampler interface -------------------------------------------------------------------------
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return self.space.distributions()
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        if not search_space:
+            return {}
+        rng = np.random.default_rng([self.seed, trial.number])
+        level = self.level(trial.number)
+        done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if t.user_attrs.get("evaluated") and RATIOS_ATTR in t.user_attrs]
+        running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                   if t.number != trial.number and RATIOS_ATTR in t.user_attrs]
+        choice = self.propose(rng, level, [self._vector(t) for t in done], [t.values[0] for t in done],
+                              [t.values[1] for t in done], [self._vector(t) for t in running])
+        if choice is None:
+            return {}
+        return {n: float(min(hi, max(lo, v))) for n, v, (lo, hi) in
+                zip(self.names, choice, (self.space.bounds[n] for n in self.names))}
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        return self._fallback.sample_independent(study, trial, param_name, param_distribution)
+
+    def reseed_rng(self) -> None:
+        self._fallback.reseed_rng()
+
+    # --- the search itself ----------------------------------------------------------------------------------
+
+    def level(self, number: int) -> float:
+        """The memory saving trial ``number`` targets."""
+        if self.budget is None:
+            return 0.05 * self.top + van_der_corput(number) * 0.9 * self.top
+        if (number + 1) % self.front_every:
+            return self.budget
+        return self.budget + van_der_corput(number // self.front_every) * max(0.0, self.top - self.budget)
+
+    def propose(self, rng: np.random.Generator, level: float, x: Sequence[np.ndarray], y: Sequence[float],
+                savings: Sequence[float], pending: Sequence[np.ndarray] = ()) -> np.ndarray | None:
+        """The next allocation (kept fractions in ``names`` order) at ``level``, or None if nothing new is left."""
+        seen = {self._key(v) for v in (*x, *pending)}
+        candidates = [c for c in self._candidates(rng, level, x, y, savings) if self._key(c) not in seen]
+        unique = list({self._key(c): c for c in candidates}.values())
+        if not unique:
+            return None
+        surrogate = AccuracySurrogate(self.table, self.names, self.n_val)
+        xs, ys = np.array(x, float).reshape(len(x), len(self.names)), np.array(y, float)
+        if len(pending):
+            believed, _ = surrogate.fit(xs, ys).predict(np.array(pending))
+            xs, ys = np.vstack([xs, pending]), np.concatenate([ys, believed])
+        surrogate.fit(xs, ys)
+        mu, sd = surrogate.predict(np.array(unique))
+        reaching = [acc for acc, s in zip(y, savings) if s >= level - 1e-9]
+        best = max(reaching) if reaching else float(mu.max())
+        return unique[int(np.argmax(expected_improvement(mu, sd, best)))]
+
+    def _candidates(self, rng: np.random.Generator, level: float, x: Sequence[np.ndarray], y: Sequence[float],
+                    savings: Sequence[float]) -> list[np.ndarray]:
+        order = sorted(range(len(x)), key=lambda i: (savings[i] < level - 1e-9, -y[i]))
+        out = []
+        for i in order[: self.parents]:
+            parent = x[i]
+            for _ in range(self.moves):
+                a, b = rng.choice(len(self.names), size=2, replace=False)
+                moved = parent.copy()
+                moved[a] = min(1.0, moved[a] + rng.choice(TRANSFER_DELTAS))
+                out.append(self._project(moved, level, {self.names[b]: 1.0}))
+            for _ in range(self.moves):
+                moved = parent.copy()
+                mask = rng.random(len(moved)) < rng.uniform(0.2, 1.0)
+                moved[mask] += rng.normal(0.0, rng.choice(JITTER_SCALES), mask.sum())
+                out.append(self._project(np.clip(moved, 0.0, 1.0), level))
+        for _ in range(self.global_samples):
+            out.append(self._project(rng.random(len(self.names)), level))
+        return [c for c in out if c is not None]
+
+    def _project(self, vector: np.ndarray, level: float, direction: dict[str, float] | None = None) -> np.ndarray | None:
+        ratios = dict(zip(self.names, (float(v) for v in vector)))
+        projected = project_to_saving(self.memory, ratios, level, direction)
+        return None if projected is None else np.array([projected[n] for n in self.names])
+
+    def _vector(self, trial: FrozenTrial) -> np.ndarray:
+        ratios = trial.user_attrs[RATIOS_ATTR]
+        return np.array([ratios.get(n, 1.0) for n in self.names], float)
+
+    def _key(self, vector: np.ndarray) -> tuple[int, ...]:
+        return tuple(self.memory.kept(dict(zip(self.names, (float(v) for v in vector)))).values())
