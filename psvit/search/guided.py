@@ -10,9 +10,9 @@ mean, a GP fitted on every evaluated trial) among a few hundred candidates:
   (the other absorbs exactly the memory), or jitter several groups and re-project;
 * global samples: random allocations projected onto the saving.
 
-With a budget, most trials target the budget itself; every ``front_every``-th trial targets a larger saving
-(a low-discrepancy sequence between the budget and 95% of the reachable saving) so that the Pareto front is
-mapped too. Without a budget every trial targets such a level. Another worker's RUNNING trials enter the
+With a budget, most trials target the budget itself; every ``front_every``-th trial (``search.front_every``;
+0: none) targets a larger saving (a low-discrepancy sequence between the budget and 95% of the reachable
+saving) so that the Pareto front is mapped too. Without a budget every trial targets such a level. Another worker's RUNNING trials enter the
 surrogate at their predicted accuracy (the "kriging believer"), so parallel workers spread out.
 """
 
@@ -101,7 +101,7 @@ class GuidedSampler(BaseSampler):
         """The memory saving trial ``number`` targets."""
         if self.budget is None:
             return 0.05 * self.top + van_der_corput(number) * 0.9 * self.top
-        if (number + 1) % self.front_every:
+        if not self.front_every or (number + 1) % self.front_every:
             return self.budget
         return self.budget + van_der_corput(number // self.front_every) * max(0.0, self.top - self.budget)
 

@@ -54,7 +54,8 @@ class SearchSession:
             space = SearchSpace.full(s.groups, sc.step, priors)
         name = sc.study_name or default_study_name(cfg, s, budget)
         seed = sc.seed + seed_offset
-        inner = (GuidedSampler(s.memory, table, space, budget, len(s.base.splits.val), seed) if sc.sampler == "guided"
+        inner = (GuidedSampler(s.memory, table, space, budget, len(s.base.splits.val), seed, sc.front_every)
+                 if sc.sampler == "guided"
                  else base_sampler(sc.sampler, seed, sc.n_startup_trials, sc.n_trials))
         sampler = PriorFirstSampler(inner, priors)
         n_objectives = 3 if sc.energy_objective else 2
