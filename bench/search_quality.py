@@ -244,6 +244,30 @@ def mean_sd(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
     return f"{m:.{digits}f}" if len(values) < 2 else f"{m:.{digits}f} ± {scale * statistics.stdev(values):.{digits}f}"
 
 
+def kendall_tau(pairs: list[tuple[float, float]]) -> float | None:
+    """Kendall's tau-a of ``(x, y)`` pairs (tied pairs count as neither concordant nor discordant)."""
+    n = len(pairs)
+    if n < 3:
+        return None
+    score = sum((1 if (xi - xj) * (yi - yj) > 0 else -1 if (xi - xj) * (yi - yj) < 0 else 0)
+                for i, (xi, yi) in enumerate(pairs) for xj, yj in pairs[i + 1:])
+    return score / (n * (n - 1) / 2)
+
+
+def proxy_agreement(here: list[Result]) -> str:
+    """Kendall's tau between the search's proxy (val acc after BN recalibration) and the fine-tuned test acc,
+    over the distinct models chosen at this budget, per seed."""
+    taus = []
+    for seed in sorted({r.seed for r in here}):
+        models = {(round(c.memory_saving, 9), tuple(sorted(c.ratios.items()))): c for r in here if r.seed == seed
+                  for c in r.chosen.values() if c.test_finetuned_acc is not None}
+        tau = kendall_tau([(c.val_acc, c.test_finetuned_acc) for c in models.values()])
+        if tau is not None:
+            taus.append(f"seed {seed}: {tau:+.2f} over {len(models)} models")
+    return ("Kendall's tau, val acc after BN recalibration (the search's proxy) vs test acc after fine-tuning, "
+            "over the distinct chosen models: " + ("; ".join(taus) if taus else "too few models") + ".")
+
+
 def summary(results: list[Result]) -> str:
     """Markdown: per (dataset, budget), one row per (strategy, trial budget), mean ± std over seeds."""
     lines = []
@@ -290,7 +314,7 @@ def summary(results: list[Result]) -> str:
             if failed:
                 lines.append(f"| {strategy} | - | no model on {len(failed)} seed(s): {failed[0].note[:100]} |"
                              + " |" * 9)
-        lines.append("")
+        lines += ["", proxy_agreement(here), ""]
     return "\n".join(lines)
 
 

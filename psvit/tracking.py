@@ -100,6 +100,20 @@ def set_tags(tags: Mapping[str, Any], run_id: str | None = None) -> None:
     client.log_batch(run, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
+def end_run(run_id: str, status: str = "FINISHED") -> None:
+    """Mark ``run_id`` ended (``FINISHED``, ``FAILED`` or ``KILLED``), so the UI stops showing it RUNNING."""
+    import_mlflow().MlflowClient().set_terminated(run_id, status)
+
+
+def child_runs_tagged(parent_run_id: str, key: str, value: str) -> set[str]:
+    """Ids of the child runs of ``parent_run_id`` whose tag ``key`` is ``value`` (one search query)."""
+    client = import_mlflow().MlflowClient()
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    found = client.search_runs([experiment_id], max_results=50000, filter_string=(
+        f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.`{key}` = '{value}'"))
+    return {r.info.run_id for r in found}
+
+
 def log_artifact(path: str | Path, run_id: str | None = None, artifact_path: str | None = None) -> None:
     client, run = _client_and_run(run_id)
     client.log_artifact(run, str(path), artifact_path=artifact_path)

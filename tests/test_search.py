@@ -56,7 +56,8 @@ def test_search_end_to_end_and_resume(run_cli, tmp_path: Path) -> None:
     feasible = {n: (c.data.metrics["val_acc"], c.data.metrics["memory_saving"])
                 for n, c in by_trial.items() if c.data.tags["feasible"] == "true"}
     front = [n for n, c in by_trial.items() if c.data.tags["pareto"] == "true"]
-    assert front
+    assert front and sorted(front) == sorted(t.number for t in st.best_trials if "duplicate_of" not in t.user_attrs)
+    assert parents[0].info.status == "FINISHED"  # the search's parent run is ended, not left RUNNING
     for n in front:
         assert n in feasible and feasible[n][1] >= 0.3
         assert not any(dominated(feasible[n], other) for other in feasible.values())

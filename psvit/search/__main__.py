@@ -7,12 +7,16 @@ nested MLflow run), keeps the Pareto front in MLflow, then fine-tunes the chosen
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from psvit.errors import ConfigError, exit_on_user_error
+
+if TYPE_CHECKING:
+    from psvit.search.session import SearchSession
 
 
 def check_request(cfg: DictConfig) -> float | None:
@@ -43,9 +47,20 @@ def worker_index() -> int:
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     budget = check_request(cfg)
+    from psvit import tracking
     from psvit.search.session import SearchSession
 
     session = SearchSession.start(cfg, budget, seed_offset=worker_index())
+    try:
+        run_and_print(cfg, session)
+    except BaseException as exc:  # the parent run says how this worker ended; the error still propagates
+        tracking.end_run(session.parent_run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    tracking.end_run(session.parent_run_id, "FINISHED")
+
+
+def run_and_print(cfg: DictConfig, session: SearchSession) -> None:
+    """Run this worker's trials, then print the front and (with ``search.finalize``) the chosen model."""
     print(session.setup.base.describe())
     ran = session.run()
     front = session.front()

@@ -29,14 +29,19 @@ def is_feasible(trial: FrozenTrial) -> bool:
 
 
 def update_front(study: optuna.Study, parent_run_id: str, budget: float | None) -> list[FrozenTrial]:
-    """Re-tag every child run (``pareto``) and rewrite the parent's front table and plot."""
+    """Re-tag the child runs whose ``pareto`` status changed, and rewrite the parent's front table and plot.
+
+    Child runs are created with ``pareto=false``; one query finds the runs tagged ``true`` now, so each update
+    writes only the runs that join or leave the front (not every run, which grows quadratically over a search).
+    """
     front = front_trials(study)
-    on_front = {t.number for t in front}
+    on_front = {t.user_attrs["mlflow_run_id"] for t in front if "mlflow_run_id" in t.user_attrs}
+    tagged = tracking.child_runs_tagged(parent_run_id, "pareto", "true")
+    for run_id in on_front - tagged:
+        tracking.set_tags({"pareto": "true"}, run_id=run_id)
+    for run_id in tagged - on_front:
+        tracking.set_tags({"pareto": "false"}, run_id=run_id)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    for t in complete:
-        run_id = t.user_attrs.get("mlflow_run_id")
-        if run_id:
-            tracking.set_tags({"pareto": str(t.number in on_front).lower()}, run_id=run_id)
     with tempfile.TemporaryDirectory() as tmp:
         table = Path(tmp) / "pareto_front.csv"
         with table.open("w", newline="") as f:

@@ -47,7 +47,8 @@ def van_der_corput(k: int) -> float:
 
 
 class GuidedSampler(BaseSampler):
-    """See the module docstring. ``names`` are the search parameters (group names) in a fixed order."""
+    """See the module docstring. One parameter per group of ``space``; ``n_val`` (validation images) sets the
+    surrogate's observation noise; ``parents``, ``moves`` and ``global_samples`` size the candidate pool."""
 
     def __init__(self, memory: MemoryModel, table: SensitivityTable, space: SearchSpace, budget: float | None,
                  n_val: int, seed: int = 0, front_every: int = 5, parents: int = 3, moves: int = 40,
