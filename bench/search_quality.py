@@ -42,7 +42,7 @@ from methodology import CACHE, DATASETS, ROOT, compose
 from psvit.allocation import InfeasibleBudget, kept_fractions
 from psvit.prune.__main__ import allocate
 from psvit.search.session import SearchSession
-from psvit.search.space import RATIOS_ATTR
+from psvit.search.space import trial_ratios
 from psvit.train.loop import evaluate
 from psvit.workflow import Setup, finish, pruned_model, sensitivity, setup
 
@@ -158,7 +158,7 @@ def search(overrides: list[str], strategy: str, budget: float, trials: list[int]
         if i in trials:
             hv[i], wasted[i] = curve[-1], wasted_count / i
             if best is not None:
-                chosen[i] = finisher(best.user_attrs[RATIOS_ATTR], best.values[0], best.number)
+                chosen[i] = finisher(trial_ratios(best), best.values[0], best.number)
     evals = [t.user_attrs["eval_seconds"] for t in done if "eval_seconds" in t.user_attrs]
     return Result("", 0, budget, strategy, chosen, hv, curve, wasted, wall / len(done),
                   sum(evals) / len(done), points, note=f"setup {setup_seconds:.0f} s")

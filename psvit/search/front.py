@@ -15,7 +15,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from psvit import tracking
-from psvit.search.space import RATIOS_ATTR
+from psvit.search.space import trial_ratios
 
 
 def front_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -46,11 +46,11 @@ def update_front(study: optuna.Study, parent_run_id: str, budget: float | None) 
         table = Path(tmp) / "pareto_front.csv"
         with table.open("w", newline="") as f:
             writer = csv.writer(f)
-            names = sorted(front[0].user_attrs[RATIOS_ATTR]) if front else []
+            names = sorted(trial_ratios(front[0])) if front else []
             writer.writerow(["trial", "val_acc", "memory_saving", "mlflow_run_id", *names])
             for t in front:
                 writer.writerow([t.number, t.values[0], t.values[1], t.user_attrs.get("mlflow_run_id", ""),
-                                 *(t.user_attrs[RATIOS_ATTR][k] for k in names)])
+                                 *(trial_ratios(t)[k] for k in names)])
         tracking.log_artifact(table, run_id=parent_run_id)
         tracking.log_artifact(plot_front(complete, front, budget, Path(tmp) / "pareto_front.png"), run_id=parent_run_id)
     tracking.log_metrics({"n_complete_trials": len(complete), "pareto_size": len(front)}, run_id=parent_run_id)

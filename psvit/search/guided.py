@@ -28,7 +28,7 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from psvit.allocation import MemoryModel, project_to_saving
-from psvit.search.space import RATIOS_ATTR, SearchSpace
+from psvit.search.space import RATIOS_ATTR, SearchSpace, trial_ratios
 from psvit.search.surrogate import AccuracySurrogate, expected_improvement
 from psvit.sensitivity import SensitivityTable
 
@@ -151,7 +151,7 @@ class GuidedSampler(BaseSampler):
         return None if projected is None else np.array([projected[n] for n in self.names])
 
     def _vector(self, trial: FrozenTrial) -> np.ndarray:
-        ratios = trial.user_attrs[RATIOS_ATTR]
+        ratios = trial_ratios(trial)
         return np.array([ratios.get(n, 1.0) for n in self.names], float)
 
     def _key(self, vector: np.ndarray) -> tuple[int, ...]:

@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 from psvit import tracking
 from psvit.allocation import kept_fractions, repair_to_budget
 from psvit.cost import cost_report
-from psvit.search.space import RATIOS_ATTR, SearchSpace
+from psvit.search.space import RATIOS_ATTR, SearchSpace, trial_ratios
 from psvit.train.base import sample_images
 from psvit.train.loop import evaluate, train_model
 from psvit.workflow import Setup, pruned_model
@@ -69,7 +69,8 @@ class TrialObjective:
             start = time.perf_counter()
             metrics.update(self._evaluate(ratios))
             trial.set_user_attr("eval_seconds", time.perf_counter() - start)
-            trial.set_user_attr("metrics", {k: v for k, v in metrics.items() if k not in ("memory_saving", "weight_bytes")})
+            trial.set_user_attr("metrics", {k: v for k, v in metrics.items()
+                                            if k not in ("memory_saving", "weight_bytes")})
         evaluated = feasible and twin is None
         trial.set_user_attr("evaluated", evaluated)
         run_id = self._log(trial, ratios, config, metrics, feasible, evaluated)
@@ -81,7 +82,7 @@ class TrialObjective:
         """A COMPLETE, evaluated trial that pruned to the same shape, if any."""
         kept = self.setup.memory.kept(ratios)
         for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if t.user_attrs.get("evaluated") and self.setup.memory.kept(t.user_attrs[RATIOS_ATTR]) == kept:
+            if "metrics" in t.user_attrs and self.setup.memory.kept(trial_ratios(t)) == kept:
                 return t
         return None
 

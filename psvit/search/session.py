@@ -19,7 +19,7 @@ from psvit.search.priors import prior_allocations
 from psvit.search.runs import parent_run
 from psvit.search.samplers import STRATEGY_SAMPLERS, PriorFirstSampler, base_sampler
 from psvit.search.guided import GuidedSampler
-from psvit.search.space import RATIOS_ATTR, SearchSpace
+from psvit.search.space import SearchSpace, trial_ratios
 from psvit.search.study import count, make_storage, open_study, run_trials
 from psvit.train.base import config_hash
 from psvit.workflow import Finished, Setup, finish, sensitivity, setup, write_sensitivity
@@ -113,7 +113,7 @@ class SearchSession:
     def finalize(self, out_dir: Path) -> tuple[Finished, FrozenTrial]:
         """Fine-tune the chosen trial's model, test it, and log it (checkpoint + table row) to the parent run."""
         trial = self.chosen_trial()
-        done = finish(self.setup, dict(trial.user_attrs[RATIOS_ATTR]), out_dir, desc="fine-tune chosen")
+        done = finish(self.setup, trial_ratios(trial), out_dir, desc="fine-tune chosen")
         pid = self.parent_run_id
         tracking.log_metrics({f"final_{k}": v for k, v in {**done.row.metrics(), **done.cost.to_dict()}.items()},
                              run_id=pid)

@@ -19,16 +19,21 @@ from dataclasses import dataclass
 
 import optuna
 from optuna.distributions import FloatDistribution
+from optuna.trial import FrozenTrial
 
 from psvit.prune import Group
 from psvit.sensitivity import SensitivityTable
-
 
 #: The trial user attribute holding the keep ratios the model was pruned with (kept fractions, after any repair
 #: onto the budget): the sampler's parameters are only what was asked for.
 RATIOS_ATTR = "ratios"
 #: The lowest bound the sensitivity priors give a group.
 MIN_RATIO = 1 / 16
+
+
+def trial_ratios(trial: FrozenTrial) -> dict[str, float]:
+    """The keep ratios ``trial``'s model was pruned with (its parameters, for trials recorded without them)."""
+    return dict(trial.user_attrs.get(RATIOS_ATTR, trial.params))
 
 
 @dataclass(frozen=True)
