@@ -28,7 +28,7 @@ from torch import nn
 from psvit.cost import count_flops, count_params, measure_latency
 from psvit.models import create_model
 from psvit.prune import list_groups, prune, recalibrate_bn
-from psvit.train import evaluate
+from psvit.train import Compute, evaluate
 from psvit.train.base import BaseModel, get_base_model
 from psvit.train.loop import batches
 
@@ -96,11 +96,11 @@ def small_model_accuracy(base: BaseModel, models: dict[str, nn.Module]) -> dict[
     """Test accuracy of each model as pruned, and after BN recalibration on a few training batches."""
     accuracy = {}
     for label, model in models.items():
-        plain = evaluate(model, base.splits.test, device="cpu")
+        plain = evaluate(model, base.splits.test, Compute(torch.device("cpu")))
         recalibrated = recalibrate_bn(
             copy.deepcopy(model), batches(base.splits.train, 64, shuffle=True, seed=0), RECALIBRATION_BATCHES
         )
-        accuracy[label] = (plain, evaluate(recalibrated, base.splits.test, device="cpu"))
+        accuracy[label] = (plain, evaluate(recalibrated, base.splits.test, Compute(torch.device("cpu"))))
     return accuracy
 
 

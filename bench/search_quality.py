@@ -112,7 +112,7 @@ class Finisher:
         key = tuple(self.s.memory.kept(ratios).values())
         if key not in self.done:
             if val_acc is None:
-                val_acc = evaluate(pruned_model(self.s, ratios), self.s.base.splits.val, device=self.s.cfg.device)
+                val_acc = evaluate(pruned_model(self.s, ratios), self.s.base.splits.val, self.s.compute)
             row = finish(self.s, ratios, self.out_dir / f"m{len(self.done)}").row
             self.done[key] = (val_acc, row.pruned_acc, row.finetuned_acc)
         val, test, tuned = self.done[key]

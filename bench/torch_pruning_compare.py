@@ -36,7 +36,7 @@ import psvit
 from psvit.errors import PsvitError
 from psvit.models.lif import LIFNode
 from psvit.prune import Group, list_groups, prune, recalibrate_bn
-from psvit.train import evaluate
+from psvit.train import Compute, evaluate
 from psvit.train.loop import batches
 
 from prune_latency import KEEPS, RECALIBRATION_BATCHES, trained_base, uniform_ratios
@@ -121,9 +121,9 @@ def main() -> None:
             seconds = time.perf_counter() - start
             params = sum(p.numel() for p in pruned.parameters())
             try:
-                acc = evaluate(pruned, splits.test, device="cpu")
+                acc = evaluate(pruned, splits.test, Compute(torch.device("cpu")))
                 recal = recalibrate_bn(pruned, batches(splits.train, 64, shuffle=True, seed=0), RECALIBRATION_BATCHES)
-                runs, accs = "yes", f"{acc:.3f} | {evaluate(recal, splits.test, device='cpu'):.3f}"
+                runs, accs = "yes", f"{acc:.3f} | {evaluate(recal, splits.test, Compute(torch.device('cpu'))):.3f}"
             except RuntimeError as exc:
                 runs, accs = f"no: {str(exc).splitlines()[0][:60]}", "- | -"
             agree = " | ".join(agreement(model, pruned, ours, gs) for gs in (mlps, groups))

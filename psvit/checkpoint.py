@@ -69,37 +69,64 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Modu
     return model.to(device).eval()
 
 
-def read_official_state_dict(path: str | os.PathLike, *, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
-    """Read a state_dict saved by the official Spikformer code (or any plain ``torch.save`` of one).
+#: ``model.weights`` choices: which state_dict of an official training checkpoint to take.
+WEIGHT_CHOICES = ("auto", "ema", "raw")
 
-    Accepts a bare state_dict or a training checkpoint holding one under ``state_dict``, ``state_dict_ema`` or
-    ``model``; strips a DataParallel ``module.`` prefix. Training checkpoints that pickle Python objects (such as
-    timm's argparse ``args``) need ``trust_pickle=True``, which loads them with ``weights_only=False``: only do
-    this for files you trust.
-    """
-    path = Path(path)
+
+def existing(path: str | os.PathLike) -> Path:
+    """``path`` as a Path, or a one-line :class:`CheckpointError` if there is no such file."""
+    path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    return path
+
+
+def read_official_state_dict(
+    path: str | os.PathLike, *, trust_pickle: bool = False, weights: str = "auto"
+) -> tuple[dict[str, torch.Tensor], str]:
+    """Read a state_dict saved by the official Spikformer code (or any plain ``torch.save`` of one), and say
+    which weights it is.
+
+    Accepts a bare state_dict or a training checkpoint holding one under ``state_dict_ema`` (EMA weights),
+    ``state_dict`` or ``model``; strips a DataParallel ``module.`` prefix. ``weights`` picks among them:
+    ``"ema"``, ``"raw"`` (the non-EMA weights) or ``"auto"`` (EMA when present). Training checkpoints that pickle
+    Python objects (such as timm's argparse ``args``) need ``trust_pickle=True``, which loads them with
+    ``weights_only=False``: only do this for files you trust.
+    """
+    if weights not in WEIGHT_CHOICES:
+        raise CheckpointError(f"model.weights must be one of {', '.join(WEIGHT_CHOICES)}, got {weights!r}")
+    path = existing(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except Exception as exc:
         hint = "" if trust_pickle else "; if it pickles Python objects and you trust it, set model.trust_pickle=true"
         raise CheckpointError(f"cannot read checkpoint {path} ({type(exc).__name__}){hint}") from None
-    for key in ("state_dict_ema", "state_dict", "model"):
-        if isinstance(payload, dict) and isinstance(payload.get(key), dict):
-            payload = payload[key]
-            break
+    keys = {"auto": ("state_dict_ema", "state_dict", "model"), "ema": ("state_dict_ema",),
+            "raw": ("state_dict", "model")}[weights]
+    taken = "the bare state_dict"
+    if isinstance(payload, dict) and any(isinstance(payload.get(k), dict) for k in ("state_dict_ema", "state_dict",
+                                                                                     "model")):
+        key = next((k for k in keys if isinstance(payload.get(k), dict)), None)
+        if key is None:
+            raise CheckpointError(f"{path} has no {weights.upper()} weights (model.weights={weights}); "
+                                  f"it holds: {', '.join(k for k in payload if isinstance(payload[k], dict))}")
+        payload, taken = payload[key], ("EMA weights" if key == "state_dict_ema" else "non-EMA weights") + f" ({key!r})"
+    elif weights == "ema":
+        raise CheckpointError(f"{path} is a bare state_dict: it has no EMA weights (model.weights=ema)")
     if not isinstance(payload, dict) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
         raise CheckpointError(f"no state_dict found in {path}")
-    return {k.removeprefix("module."): v for k, v in payload.items()}
+    return {k.removeprefix("module."): v for k, v in payload.items()}, taken
 
 
-def load_official_weights(model: nn.Module, path: str | os.PathLike, *, trust_pickle: bool = False) -> nn.Module:
-    """Load an official-layout state_dict into ``model`` with ``strict=True``; a mismatch is a one-line error."""
-    state_dict = read_official_state_dict(path, trust_pickle=trust_pickle)
+def load_official_weights(
+    model: nn.Module, path: str | os.PathLike, *, trust_pickle: bool = False, weights: str = "auto"
+) -> str:
+    """Load an official-layout state_dict into ``model`` with ``strict=True`` (a mismatch is a one-line error);
+    returns which weights were taken (see :func:`read_official_state_dict`)."""
+    state_dict, taken = read_official_state_dict(path, trust_pickle=trust_pickle, weights=weights)
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())[:300]
         raise CheckpointError(f"{path} does not fit the configured model: {detail}") from None
-    return model
+    return taken

@@ -22,6 +22,7 @@ from psvit.report import ResultRow
 from psvit.sensitivity import SensitivitySettings, SensitivityTable, get_sensitivity, recalibrated
 from psvit.sensitivity.analysis import importance_batches
 from psvit.train.base import BaseModel, get_base_model, sample_images
+from psvit.train.compute import Compute
 from psvit.train.loop import evaluate, train_model
 
 
@@ -34,6 +35,7 @@ class Setup:
     groups: list[Group]
     constraints: PruneConstraints
     memory: MemoryModel
+    compute: Compute
 
     @property
     def importance(self) -> str:
@@ -50,15 +52,21 @@ def plan(cfg: DictConfig) -> tuple[PruneConstraints, list[str]]:
     return PruneConstraints(**prune_cfg["constraints"]), list(prune_cfg["enabled"])
 
 
+def compute_of(cfg: DictConfig) -> Compute:
+    """The :class:`Compute` of the ``device`` option and the ``compute`` config group."""
+    return Compute.from_options(cfg.device, config_sections(cfg, "compute")[0])
+
+
 def setup(cfg: DictConfig) -> Setup:
     """Train or reuse the cached base model and build the memory model for its enabled groups."""
     constraints, enabled = plan(cfg)
+    compute = compute_of(cfg)
     model_cfg, data_cfg, train_cfg = config_sections(cfg, "model", "data", "train")
     base = get_base_model(model_cfg, data_cfg, train_cfg, seed=cfg.seed, cache_dir=cfg.cache_dir,
-                          device=cfg.device, progress=cfg.progress)
+                          compute=compute, progress=cfg.progress)
     groups = select_groups(list_groups(base.model), enabled)
     memory = MemoryModel(base.model_name, base.config, constraints)
-    return Setup(cfg, base, groups, constraints, memory)
+    return Setup(cfg, base, groups, constraints, memory, compute)
 
 
 def sensitivity_settings(cfg: DictConfig) -> SensitivitySettings:
@@ -68,13 +76,15 @@ def sensitivity_settings(cfg: DictConfig) -> SensitivitySettings:
         recalibration_batches=int(cfg.prune.bn_recalibration_batches),
         batch_size=int(cfg.sensitivity.batch_size),
         seed=int(cfg.seed),
+        val_fraction=float(cfg.sensitivity.val_fraction),
     )
 
 
 def sensitivity(s: Setup) -> tuple[SensitivityTable, bool]:
     """The (cached) sensitivity table of the enabled groups; and whether it came from the cache."""
     return get_sensitivity(s.base, s.groups, s.memory, s.constraints, sensitivity_settings(s.cfg),
-                           data_cfg=s.data_cfg, cache_dir=s.cfg.cache_dir, progress=s.cfg.progress)
+                           data_cfg=s.data_cfg, cache_dir=s.cfg.cache_dir, compute=s.compute,
+                           progress=s.cfg.progress)
 
 
 def write_sensitivity(table: SensitivityTable, out_dir: Path) -> list[Path]:
@@ -84,13 +94,19 @@ def write_sensitivity(table: SensitivityTable, out_dir: Path) -> list[Path]:
             table.plot(out_dir / "sensitivity.png")]
 
 
-def pruned_model(s: Setup, ratios: dict[str, float]) -> nn.Module:
-    """The base model pruned with ``ratios`` (importance from config), BatchNorm-recalibrated if enabled."""
+def pruned_model(s: Setup, ratios: dict[str, float], *, recalibrate_bn: bool = True) -> nn.Module:
+    """The base model pruned with ``ratios`` (importance from config), then (``recalibrate_bn``) recalibrated."""
     settings = sensitivity_settings(s.cfg)
-    data = importance_batches(s.base.splits, settings)
+    data = importance_batches(s.base.splits, settings, s.compute)
     model = prune(s.base.model, ratios, s.importance, s.constraints, data).eval()
+    return recalibrate(s, model) if recalibrate_bn else model
+
+
+def recalibrate(s: Setup, model: nn.Module) -> nn.Module:
+    """``model`` with its BatchNorm statistics re-estimated on training batches, if enabled in the config."""
+    settings = sensitivity_settings(s.cfg)
     if settings.recalibration_batches:
-        recalibrated(model, s.base.splits, settings.recalibration_batches, settings.batch_size, settings.seed)
+        recalibrated(model, s.base.splits, settings, s.compute)
     return model
 
 
@@ -109,15 +125,15 @@ def finish(s: Setup, ratios: dict[str, float], out_dir: Path, *, desc: str = "fi
     """Prune with ``ratios``, report test accuracy before and after fine-tuning, and save the checkpoint."""
     cfg = s.cfg
     model = pruned_model(s, ratios)
-    pruned_acc = evaluate(model, s.base.splits.test, device=cfg.device)
+    pruned_acc = evaluate(model, s.base.splits.test, s.compute)
     finetune_cfg = config_sections(cfg, "finetune")[0]
     finetuned_acc = None
     if finetune_cfg["epochs"] > 0:
-        train_model(model, s.base.splits.train, seed=cfg.seed, device=cfg.device, progress=cfg.progress,
+        train_model(model, s.base.splits.train, seed=cfg.seed, compute=s.compute, progress=cfg.progress,
                     desc=desc, **finetune_cfg)
-        finetuned_acc = evaluate(model, s.base.splits.test, device=cfg.device)
-    model = model.cpu().eval()
-    cost = cost_report(model, sample_images(s.base.splits))
+        finetuned_acc = evaluate(model, s.base.splits.test, s.compute)
+    model = model.eval()
+    cost = cost_report(model, sample_images(s.base.splits, device=s.compute.device))
     row = ResultRow(
         original_acc=s.base.test_acc, pruned_acc=pruned_acc, finetuned_acc=finetuned_acc,
         memory_saving=s.memory.saving(ratios), params=cost.params, flops=cost.flops, energy_mj=cost.energy_mj,

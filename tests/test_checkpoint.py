@@ -54,7 +54,29 @@ def test_official_checkpoint_formats_load_strictly(tmp_path: Path) -> None:
     x = torch.rand(4, 1, 16, 16)
     wrapped = {"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}, "epoch": 300}
     torch.save(wrapped, tmp_path / "official.pth")
-    target = load_official_weights(spiking_model(embed_dim=32).train(), tmp_path / "official.pth").eval()
-    assert torch.equal(predict(source, x), predict(target, x))
+    target = spiking_model(embed_dim=32).train()
+    assert load_official_weights(target, tmp_path / "official.pth") == "non-EMA weights ('state_dict')"
+    assert torch.equal(predict(source, x), predict(target.eval(), x))
     with pytest.raises(CheckpointError, match="does not fit the configured model"):
         load_official_weights(spiking_model(embed_dim=64), tmp_path / "official.pth")
+
+
+def test_official_checkpoint_ema_choice_is_explicit(tmp_path: Path) -> None:
+    raw, ema = spiking_model(), spiking_model()
+    with torch.no_grad():  # same shape, other weights
+        for p in ema.parameters():
+            p.mul_(0.9)
+    path = tmp_path / "train.pth"
+    torch.save({"state_dict": raw.state_dict(), "state_dict_ema": ema.state_dict()}, path)
+    x = torch.rand(4, 1, 16, 16)
+    for weights, source, said in (("auto", ema, "EMA weights"), ("ema", ema, "EMA weights"),
+                                  ("raw", raw, "non-EMA weights")):
+        target = type(raw)(**raw.config)
+        assert load_official_weights(target, path, weights=weights).startswith(said)
+        assert torch.equal(predict(source.eval(), x), predict(target.eval(), x))
+    torch.save(raw.state_dict(), tmp_path / "bare.pth")
+    with pytest.raises(CheckpointError, match="no EMA weights"):
+        load_official_weights(type(raw)(**raw.config), tmp_path / "bare.pth", weights="ema")
+    torch.save({"state_dict": raw.state_dict()}, tmp_path / "noema.pth")
+    with pytest.raises(CheckpointError, match="has no EMA weights"):
+        load_official_weights(type(raw)(**raw.config), tmp_path / "noema.pth", weights="ema")

@@ -193,12 +193,14 @@ def test_cost_report_on_a_small_model() -> None:
     assert 0 < report.sops < report.flops_total
     assert 0 < report.firing_rate < 1
     assert report.energy_mj == pytest.approx((E_MAC_PJ * report.analog_macs + E_AC_PJ * report.sops) * 1e-9)
-    assert report.latency_ms > 0 and report.batch_size == 8
+    assert report.latency_ms > 0 and report.batch_size == 8 and report.latency_batch1_ms > 0
+    assert report.device == "cpu"
     d = report.to_dict()
     assert d["params"] == report.params and d["sops"] == report.sops and "layer_firing_rates" not in d
     assert all(isinstance(v, (int, float)) for v in d.values())
     lines = report.format().splitlines()
-    assert len(lines) == 11 and f"{report.params:,}" in lines[1]
+    assert len(lines) == 12 and f"{report.params:,}" in lines[1]
+    assert lines[-2].endswith("ms / batch of 8, cpu") and lines[-1].endswith("ms / image, cpu")
 
 
 def test_measure_latency_restores_model_state() -> None:

@@ -17,6 +17,7 @@ from torch import nn
 from psvit.cost.analytic import count_params, layer_macs, weight_bytes
 from psvit.cost.firing import measure_firing_rates
 from psvit.cost.latency import measure_latency
+from psvit.train.compute import device_name
 
 #: Energy of one 32-bit float multiply-accumulate, in picojoules (45 nm).
 E_MAC_PJ = 4.6
@@ -42,12 +43,15 @@ class CostReport:
     energy_mj: float
     latency_ms: float  #: median forward time of the whole batch
     batch_size: int
+    latency_batch1_ms: float  #: median forward time of one image
+    device: str  #: where the latencies were measured, e.g. ``cpu`` or ``cuda (NVIDIA H100 80GB HBM3)``
     layer_firing_rates: dict[str, float] = field(repr=False)
 
     def to_dict(self) -> dict[str, float]:
-        """The numeric summary as a flat dict (for JSON or ``mlflow.log_metrics``); per-layer rates excluded."""
+        """The numeric summary as a flat dict (for JSON or ``mlflow.log_metrics``); the model and device names
+        and the per-layer rates are left out."""
         d = asdict(self)
-        del d["model"], d["layer_firing_rates"]
+        del d["model"], d["device"], d["layer_firing_rates"]
         return d
 
     def format(self) -> str:
@@ -63,7 +67,8 @@ class CostReport:
             ("SOPs", f"{self.sops / 1e6:,.2f}", "M / image"),
             ("mean input firing rate", f"{self.firing_rate:.4f}", ""),
             ("energy", f"{self.energy_mj:.4f}", "mJ / image"),
-            ("latency", f"{self.latency_ms:,.2f}", f"ms / batch of {self.batch_size}"),
+            ("latency", f"{self.latency_ms:,.2f}", f"ms / batch of {self.batch_size}, {self.device}"),
+            ("latency, batch 1", f"{self.latency_batch1_ms:,.2f}", f"ms / image, {self.device}"),
         ]
         width = max(len(name) for name, _, _ in rows)
         value_width = max(len(value) for _, value, _ in rows)
@@ -77,9 +82,12 @@ def energy_mj(analog_macs: float, sops: float) -> float:
 
 def cost_report(model: nn.Module, images: torch.Tensor, *, latency_repeats: int = 10) -> CostReport:
     """Analytic size and FLOPs of ``model`` (from ``model.config``), SOPs and energy from the firing rates
-    measured on ``images`` (a real batch ``(B, C, H, W)``), and the median CPU latency of that batch."""
+    measured on ``images`` (a real batch ``(B, C, H, W)``), and the median latency of that batch and of one
+    image, on the device the model is on."""
     name, config = model.model_name, model.config
     macs = layer_macs(name, config)
+    device = next(model.parameters()).device
+    images = images.to(device)
     rates = measure_firing_rates(model, images)
     T = config["T"]
     spiking_macs = sum(macs[key] for key in rates)
@@ -100,5 +108,7 @@ def cost_report(model: nn.Module, images: torch.Tensor, *, latency_repeats: int 
         energy_mj=energy_mj(analog, sops),
         latency_ms=1e3 * measure_latency(model, images, repeats=latency_repeats),
         batch_size=images.shape[0],
+        latency_batch1_ms=1e3 * measure_latency(model, images[:1], repeats=latency_repeats),
+        device=device_name(device),
         layer_firing_rates=rates,
     )

@@ -28,6 +28,9 @@ class LabelledDataset(Protocol):
 
     def subset(self, indices: np.ndarray) -> LabelledDataset: ...
 
+    def for_training(self) -> LabelledDataset:
+        """The dataset as the training split sees it (with its augmentation, if any)."""
+
 
 class ArrayDataset(Dataset):
     """Images held in one ``[N, C, H, W]`` float32 tensor with an int64 label array."""
@@ -46,6 +49,9 @@ class ArrayDataset(Dataset):
 
     def subset(self, indices: np.ndarray) -> ArrayDataset:
         return ArrayDataset(self.images[torch.as_tensor(indices, dtype=torch.long)], self.labels[indices])
+
+    def for_training(self) -> ArrayDataset:
+        return self
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,8 @@ class Normalization:
             raise ConfigError("data options mean and std must be given together")
         m, s = torch.tensor(list(mean), dtype=torch.float32), torch.tensor(list(std), dtype=torch.float32)
         if m.ndim != 1 or len(m) != channels or s.shape != m.shape:
-            raise ConfigError(f"data options mean and std need {channels} value(s) each, got {list(mean)}, {list(std)}")
+            raise ConfigError(f"data options mean and std need {channels} value(s) each (one per image channel), "
+                              f"got {list(mean)}, {list(std)}; set them, or data.mean=null data.std=null")
         if bool((s <= 0).any()):
             raise ConfigError(f"data option std must be positive, got {list(std)}")
         return cls(m.view(-1, 1, 1), s.view(-1, 1, 1))

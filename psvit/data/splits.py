@@ -24,6 +24,18 @@ class DataSplits:
     name: str
     classes: tuple[str, ...] = ()
 
+    def val_subset(self, fraction: float, seed: int = 0) -> Dataset:
+        """A fixed, stratified ``fraction`` of the validation split (the split itself when ``fraction`` is 1):
+        the same ``seed`` always gives the same images, in every worker."""
+        if not 0.0 < fraction <= 1.0:
+            raise DataError(f"a validation subset fraction must be in (0, 1], got {fraction}")
+        if fraction == 1.0:
+            return self.val
+        _, _, part = stratified_split(self.val.labels, 0.0, fraction, seed)
+        if not len(part):
+            raise DataError(f"a {fraction} subset of {len(self.val)} validation images is empty; raise the fraction")
+        return self.val.subset(part)
+
     def describe(self) -> str:
         """One line: split sizes, class count and image shape."""
         return (
@@ -84,7 +96,7 @@ def make_splits(
     official = data.test is not None
     train, val, test = stratified_split(data.pool.labels, val_fraction, 0.0 if official else test_fraction, seed)
     return DataSplits(
-        train=data.pool.subset(train),
+        train=data.pool.subset(train).for_training(),
         val=data.pool.subset(val),
         test=data.test if official else data.pool.subset(test),
         num_classes=len(data.classes),

@@ -1,4 +1,5 @@
-"""Multi-step LIF neurons: spikingjelly's ``LIFNode`` with a faster CPU inference path.
+"""Multi-step LIF neurons: spikingjelly's ``LIFNode`` with a faster CPU inference path (GPUs use spikingjelly's
+own fused CUDA/Triton kernels).
 
 spikingjelly 2.0's CPU multi-step LIF is about half of a small Spikformer's inference time. :class:`LIFNode`
 keeps spikingjelly's neuron API (``step_mode='m'``, ``functional.reset_net``, the ``v`` memory, surrogate
@@ -15,14 +16,14 @@ import torch
 
 # spikingjelly probes for Triton at import and torch logs a warning when it is absent (always, on CPU).
 logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
-from spikingjelly.activation_based import neuron  # noqa: E402
+from spikingjelly.activation_based import functional, neuron  # noqa: E402
 
 
 class LIFNode(neuron.LIFNode):
     """Hard-reset, decay-input LIF (the Spikformer neuron) with a fast no-grad multi-step forward."""
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args: torch.Tensor, **kwargs: object) -> torch.Tensor:
-        fast = not (torch.is_grad_enabled() or args or kwargs or self.store_v_seq)
+        fast = x_seq.device.type == "cpu" and not (torch.is_grad_enabled() or args or kwargs or self.store_v_seq)
         if not (fast and self.decay_input and self.v_reset == 0.0):
             return super().multi_step_forward(x_seq, *args, **kwargs)
         return self._inference_forward(x_seq)
@@ -46,3 +47,15 @@ class LIFNode(neuron.LIFNode):
 def lif(v_threshold: float = 1.0) -> LIFNode:
     """The Spikformer neuron: tau=2, hard reset to 0, decay_input, detach_reset, multi-step."""
     return LIFNode(tau=2.0, v_threshold=v_threshold, v_reset=0.0, detach_reset=True, step_mode="m")
+
+
+def lif_backend(device: torch.device) -> str:
+    """Which LIF implementation runs on ``device``: psvit's own no-grad loop on CPU, spikingjelly's selected
+    CUDA kernel (``cuda``, ``triton`` or ``torch``) on a GPU; training always goes through spikingjelly."""
+    if device.type == "cpu":
+        return "psvit CPU loop (inference), spikingjelly torch-reference (training)"
+    try:
+        chosen = functional.neuron_implementation("lif", device)["implementation"]
+    except RuntimeError as exc:  # no CUDA kernel could be built or loaded
+        return f"unavailable ({' '.join(str(exc).split())[:120]})"
+    return f"spikingjelly {chosen}"

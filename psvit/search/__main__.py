@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 def check_request(cfg: DictConfig) -> float | None:
     """Validate everything that needs no model (budget, sampler, trial count, constraints); returns the budget."""
     from psvit.allocation import check_budget_value
+    from psvit.search.fidelity import Fidelity
     from psvit.search.samplers import SEARCH_SAMPLERS, STRATEGY_SAMPLERS
     from psvit.workflow import plan
 
@@ -33,6 +34,7 @@ def check_request(cfg: DictConfig) -> float | None:
                           f"got {cfg.search.sampler!r}")
     if not isinstance(cfg.search.n_trials, int) or cfg.search.n_trials < 1:
         raise ConfigError(f"search.n_trials must be a positive integer, got {cfg.search.n_trials!r}")
+    Fidelity(float(cfg.search.fidelity.subset), float(cfg.search.fidelity.promote))
     plan(cfg)
     return budget
 
@@ -48,7 +50,12 @@ def worker_index() -> int:
 def main(cfg: DictConfig) -> None:
     budget = check_request(cfg)
     from psvit import tracking
+    from psvit.search.estimate import estimate_search
     from psvit.search.session import SearchSession
+
+    print(estimate_search(cfg).format())
+    if cfg.search.dry_run:
+        return
 
     session = SearchSession.start(cfg, budget, seed_offset=worker_index())
     try:

@@ -1,7 +1,7 @@
 """The Pareto front of memory saving vs validation accuracy, kept current in MLflow as trials finish.
 
-The front is Optuna's ``study.best_trials``: the non-dominated trials among the feasible ones (those meeting the
-memory budget). Every trial's child run carries ``pareto=true|false``; the parent run holds the front as
+The front is what Optuna's ``study.best_trials`` would be over the feasible trials (those meeting the memory
+budget) scored at full fidelity: the non-dominated ones. Every trial's child run carries ``pareto=true|false``; the parent run holds the front as
 ``pareto_front.csv`` and ``pareto_front.png``.
 """
 
@@ -15,13 +15,26 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from psvit import tracking
+from psvit.search.fidelity import FIDELITY_ATTR, FULL
 from psvit.search.space import trial_ratios
 
 
 def front_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Feasible, non-dominated COMPLETE trials, by increasing memory saving (a trial that repeated an evaluated
-    pruned shape is left out: the trial it repeats stands for it)."""
-    return sorted((t for t in study.best_trials if "duplicate_of" not in t.user_attrs), key=lambda t: t.values[1])
+    """Feasible, non-dominated COMPLETE trials scored at full fidelity, by increasing memory saving.
+
+    Left out: trials scored only on the validation subset (multi-fidelity; the front never mixes fidelities) and
+    trials that repeated an evaluated pruned shape (the trial they repeat stands for them). All objectives are
+    maximized."""
+    scored = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+              if is_feasible(t) and t.user_attrs.get(FIDELITY_ATTR, FULL) == FULL
+              and "duplicate_of" not in t.user_attrs]
+    front = [t for t in scored if not any(dominates(o.values, t.values) for o in scored)]
+    return sorted(front, key=lambda t: t.values[1])
+
+
+def dominates(a: list[float], b: list[float]) -> bool:
+    """``a`` is at least as good as ``b`` in every (maximized) objective and better in one."""
+    return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
 
 
 def is_feasible(trial: FrozenTrial) -> bool:

@@ -17,20 +17,34 @@ parent run.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import optuna
 from optuna.trial import TrialState
+from torch import nn
 
 from psvit import tracking
 from psvit.allocation import kept_fractions, repair_to_budget
 from psvit.cost import cost_report
+from psvit.search.fidelity import FIDELITY_ATTR, FULL, SUBSET, SUBSET_ACC_ATTR, Fidelity
 from psvit.search.space import RATIOS_ATTR, SearchSpace, trial_ratios
 from psvit.train.base import sample_images
 from psvit.train.loop import evaluate, train_model
-from psvit.workflow import Setup, pruned_model
+from psvit.workflow import Setup, pruned_model, recalibrate
 
 BUDGET_CONSTRAINT = "memory_budget"
+
+
+@contextmanager
+def phase(seconds: dict[str, float], name: str) -> Iterator[None]:
+    """Add the wall time of the ``with`` body to ``seconds[name]``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
 
 
 @dataclass
@@ -47,6 +61,10 @@ class TrialObjective:
     latency_repeats: int = 3
     n_priors: int = 0
     repair: bool = True
+    fidelity: Fidelity = Fidelity()
+
+    def __post_init__(self) -> None:
+        self.val_subset = self.setup.base.splits.val_subset(self.fidelity.subset, self.setup.cfg.seed)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         s = self.setup
@@ -64,11 +82,13 @@ class TrialObjective:
         twin = self._evaluated_twin(trial, ratios) if feasible else None
         if twin is not None:
             trial.set_user_attr("duplicate_of", twin.number)
+            trial.set_user_attr(FIDELITY_ATTR, twin.user_attrs.get(FIDELITY_ATTR, FULL))
             metrics.update(twin.user_attrs["metrics"])
         elif feasible:
-            start = time.perf_counter()
-            metrics.update(self._evaluate(ratios))
-            trial.set_user_attr("eval_seconds", time.perf_counter() - start)
+            seconds: dict[str, float] = {}
+            metrics.update(self._evaluate(trial, ratios, saving, seconds))
+            trial.set_user_attr("seconds", seconds)
+            trial.set_user_attr("eval_seconds", sum(seconds.values()))
             trial.set_user_attr("metrics", {k: v for k, v in metrics.items()
                                             if k not in ("memory_saving", "weight_bytes")})
         evaluated = feasible and twin is None
@@ -86,16 +106,44 @@ class TrialObjective:
                 return t
         return None
 
-    def _evaluate(self, ratios: dict[str, float]) -> dict[str, float]:
+    def _evaluate(self, trial: optuna.Trial, ratios: dict[str, float], saving: float,
+                  seconds: dict[str, float]) -> dict[str, float]:
+        """Prune, recalibrate and score the model at the trial's fidelity; ``seconds`` gets each phase's time."""
         s = self.setup
-        model = pruned_model(s, ratios)
+        with phase(seconds, "prune"):
+            model = pruned_model(s, ratios, recalibrate_bn=False)
+        with phase(seconds, "recalibrate"):
+            recalibrate(s, model)
+        metrics: dict[str, float] = {}
+        if self.fidelity.enabled:
+            with phase(seconds, "evaluate"):
+                metrics[SUBSET_ACC_ATTR] = evaluate(model, self.val_subset, s.compute)
+            trial.set_user_attr(SUBSET_ACC_ATTR, metrics[SUBSET_ACC_ATTR])
+            if not (trial.number < self.n_priors or self._promotes(trial, metrics[SUBSET_ACC_ATTR], saving)):
+                trial.set_user_attr(FIDELITY_ATTR, SUBSET)
+                metrics["val_acc"] = metrics[SUBSET_ACC_ATTR]
+                return {**metrics, **(self._cost(model, seconds) if self.energy_objective else {})}
+        trial.set_user_attr(FIDELITY_ATTR, FULL)
         if self.recovery_epochs:
-            train_model(model, s.base.splits.train, epochs=self.recovery_epochs, seed=s.cfg.seed,
-                        device=s.cfg.device, progress=False, **{k: v for k, v in s.cfg.finetune.items()
-                                                                 if k != "epochs"})
-        val_acc = evaluate(model.eval(), s.base.splits.val, device=s.cfg.device)
-        report = cost_report(model.cpu(), sample_images(s.base.splits), latency_repeats=self.latency_repeats)
-        return {"val_acc": val_acc, **report.to_dict()}
+            with phase(seconds, "recover"):
+                train_model(model, s.base.splits.train, epochs=self.recovery_epochs, seed=s.cfg.seed,
+                            compute=s.compute, progress=False,
+                            **{k: v for k, v in s.cfg.finetune.items() if k != "epochs"})
+        with phase(seconds, "evaluate"):
+            metrics["val_acc"] = evaluate(model.eval(), s.base.splits.val, s.compute)
+        return {**metrics, **self._cost(model, seconds)}
+
+    def _cost(self, model: nn.Module, seconds: dict[str, float]) -> dict[str, float]:
+        with phase(seconds, "cost"):
+            images = sample_images(self.setup.base.splits, device=self.setup.compute.device)
+            return cost_report(model, images, latency_repeats=self.latency_repeats).to_dict()
+
+    def _promotes(self, trial: optuna.Trial, score: float, saving: float) -> bool:
+        """Successive halving's rule against every other trial scored on the subset (finished or not)."""
+        peers = [(t.user_attrs[SUBSET_ACC_ATTR], self.setup.memory.saving(trial_ratios(t)))
+                 for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+                 if t.number != trial.number and SUBSET_ACC_ATTR in t.user_attrs]
+        return self.fidelity.promotes(score, saving, peers, constrained=self.budget is not None)
 
     def _log(self, trial: optuna.Trial, ratios: dict[str, float], config: dict, metrics: dict[str, float],
              feasible: bool, evaluated: bool) -> str:
@@ -104,7 +152,8 @@ class TrialObjective:
                           f"trial-{trial.number}", parent_run_id=self.parent_run_id,
                           tags={"psvit.study": self.study_name, "trial_number": trial.number,
                                 "state": "COMPLETE", "feasible": str(feasible).lower(), "pareto": "false",
-                                "evaluated": str(evaluated).lower()}) as active:
+                                "evaluated": str(evaluated).lower(),
+                                "fidelity": trial.user_attrs.get(FIDELITY_ATTR, "none")}) as active:
             tracking.log_params({"ratio": ratios, "width": widths})
             tracking.log_metrics(metrics)
         return active.info.run_id

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from psvit import tracking
 from psvit.cli import config_sections
 from psvit.errors import PsvitError
+from psvit.search.fidelity import Fidelity
 from psvit.search.front import front_trials, update_front
 from psvit.search.objective import TrialObjective
 from psvit.search.priors import prior_allocations
@@ -54,7 +55,9 @@ class SearchSession:
             space = SearchSpace.full(s.groups, sc.step, priors)
         name = sc.study_name or default_study_name(cfg, s, budget)
         seed = sc.seed + seed_offset
-        inner = (GuidedSampler(s.memory, table, space, budget, len(s.base.splits.val), seed, sc.front_every)
+        fidelity = Fidelity(float(sc.fidelity.subset), float(sc.fidelity.promote))
+        n_scored = len(s.base.splits.val_subset(fidelity.subset, cfg.seed))  # the noisiest score's image count
+        inner = (GuidedSampler(s.memory, table, space, budget, n_scored, seed, sc.front_every)
                  if sc.sampler == "guided"
                  else base_sampler(sc.sampler, seed, sc.n_startup_trials, sc.n_trials))
         sampler = PriorFirstSampler(inner, priors)
@@ -71,7 +74,7 @@ class SearchSession:
             for f in write_sensitivity(table, out):
                 tracking.log_artifact(f, run_id=parent_id, artifact_path="sensitivity")
         objective = TrialObjective(s, space, budget, parent_id, name, sc.recovery_epochs, sc.energy_objective,
-                                   sc.latency_repeats, len(priors), sc.repair)
+                                   sc.latency_repeats, len(priors), sc.repair, fidelity)
         n_trials = len(priors) if sc.sampler in STRATEGY_SAMPLERS else sc.n_trials
         return cls(cfg, budget, s, study, name, parent_id, objective, n_trials)
 

@@ -11,8 +11,17 @@ from psvit.prune import Group, PruneConstraints
 from psvit.sensitivity.analysis import SensitivitySettings, recalibrated, run_sensitivity
 from psvit.sensitivity.table import SensitivityTable
 from psvit.train.base import BaseModel, config_hash
+from psvit.train.compute import Compute
 
-__all__ = ["SensitivitySettings", "SensitivityTable", "get_sensitivity", "recalibrated", "run_sensitivity"]
+__all__ = ["SensitivitySettings", "SensitivityTable", "get_sensitivity", "recalibrated", "run_sensitivity",
+           "sensitivity_cache_path"]
+
+
+def sensitivity_cache_path(base_path: Path, groups: Sequence[Group], constraints: PruneConstraints,
+                           settings: SensitivitySettings, *, data_cfg: dict, cache_dir: str | Path) -> Path:
+    """Where the table of these inputs is cached: keyed by the base checkpoint, data, groups and settings."""
+    key = config_hash(base_path.name, data_cfg, [g.name for g in groups], asdict(constraints), asdict(settings))
+    return Path(cache_dir).expanduser() / f"sensitivity-{key}.json"
 
 
 def get_sensitivity(
@@ -24,15 +33,17 @@ def get_sensitivity(
     *,
     data_cfg: dict,
     cache_dir: str | Path,
+    compute: Compute | None = None,
     progress: bool = True,
 ) -> tuple[SensitivityTable, bool]:
     """The cached sensitivity table for these inputs, or a fresh analysis (then cached); and whether cached."""
-    key = config_hash(base.path.name, data_cfg, [g.name for g in groups], asdict(constraints), asdict(settings))
-    path = Path(cache_dir).expanduser() / f"sensitivity-{key}.json"
+    path = sensitivity_cache_path(base.path, groups, constraints, settings, data_cfg=data_cfg, cache_dir=cache_dir)
+    key = path.stem.removeprefix("sensitivity-")
     if path.is_file():
         return SensitivityTable.from_json(path), True
     table = run_sensitivity(
-        base.model, base.splits, groups, memory, constraints, settings, base_val_acc=base.val_acc, progress=progress
+        base.model, base.splits, groups, memory, constraints, settings, base_val_acc=base.val_acc, compute=compute,
+        progress=progress,
     )
     table.meta = {"key": key, "base": base.path.name, "settings": asdict(settings)}
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ from psvit.allocation.budget import MemoryModel
 from psvit.data import DataSplits
 from psvit.prune import Group, PruneConstraints, prune, recalibrate_bn
 from psvit.sensitivity.table import SensitivityTable
+from psvit.train.compute import Compute
 from psvit.train.loop import batches, evaluate
 
 
@@ -31,16 +32,21 @@ class SensitivitySettings:
     recalibration_batches: int = 8
     batch_size: int = 64
     seed: int = 0
+    val_fraction: float = 1.0  #: the stratified part of the validation split each cell is scored on
 
 
-def recalibrated(model: nn.Module, splits: DataSplits, num_batches: int, batch_size: int, seed: int) -> nn.Module:
-    """``model`` with BatchNorm statistics re-estimated on ``num_batches`` shuffled training batches."""
-    return recalibrate_bn(model, batches(splits.train, batch_size, shuffle=True, seed=seed), num_batches)
+def recalibrated(model: nn.Module, splits: DataSplits, settings: SensitivitySettings,
+                 compute: Compute | None = None) -> nn.Module:
+    """``model`` with BatchNorm statistics re-estimated on ``settings.recalibration_batches`` shuffled training
+    batches (loaded with ``compute``'s settings)."""
+    loader = batches(splits.train, settings.batch_size, shuffle=True, seed=settings.seed, compute=compute)
+    return recalibrate_bn(model, loader, settings.recalibration_batches)
 
 
-def importance_batches(splits: DataSplits, settings: SensitivitySettings) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def importance_batches(splits: DataSplits, settings: SensitivitySettings,
+                       compute: Compute | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """A few training batches for data-driven importances (Taylor, spike activity)."""
-    loader = batches(splits.train, settings.batch_size, shuffle=True, seed=settings.seed)
+    loader = batches(splits.train, settings.batch_size, shuffle=True, seed=settings.seed, compute=compute)
     return list(itertools.islice(loader, 4))
 
 
@@ -53,20 +59,23 @@ def run_sensitivity(
     settings: SensitivitySettings,
     *,
     base_val_acc: float,
+    compute: Compute | None = None,
     progress: bool = True,
 ) -> SensitivityTable:
-    """Prune each group alone at each keep ratio of ``settings.grid``; evaluate on the validation split."""
-    data = importance_batches(splits, settings)
+    """Prune each group alone at each keep ratio of ``settings.grid``, BatchNorm-recalibrate (if enabled) and
+    evaluate once on the validation split (or its stratified ``settings.val_fraction``), on ``compute``."""
+    data = importance_batches(splits, settings, compute)
+    val = splits.val_subset(settings.val_fraction, settings.seed)
+    if val is not splits.val:  # drops are measured against the base model on the same images
+        base_val_acc = evaluate(model, val, compute)
     rows = []
     grid = list(itertools.product(groups, settings.grid))
     for group, ratio in tqdm(grid, desc="sensitivity", unit="eval", disable=not progress or None):
         ratios = {group.name: ratio}
         pruned = prune(model, ratios, settings.importance, constraints, data).eval()
-        raw = evaluate(pruned, splits.val)
-        acc = raw
         if settings.recalibration_batches:
-            recalibrated(pruned, splits, settings.recalibration_batches, settings.batch_size, settings.seed)
-            acc = evaluate(pruned, splits.val)
+            recalibrated(pruned, splits, settings, compute)
+        acc = evaluate(pruned, val, compute)
         config = memory.config(ratios)
         rows.append({
             "group": group.name,
@@ -74,7 +83,6 @@ def run_sensitivity(
             "ratio": float(ratio),
             "width": group.width,
             "kept": _width(config, group),
-            "val_acc_raw": raw,
             "val_acc": acc,
             "acc_drop": base_val_acc - acc,
             "memory_saving": memory.saving(ratios),

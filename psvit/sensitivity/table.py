@@ -13,7 +13,7 @@ import numpy as np
 
 @dataclass
 class SensitivityTable:
-    """Rows with keys group, kind, ratio, width, kept, val_acc_raw, val_acc, acc_drop, memory_saving."""
+    """Rows with keys group, kind, ratio, width, kept, val_acc, acc_drop, memory_saving."""
 
     rows: list[dict[str, Any]]
     base_val_acc: float

@@ -1,5 +1,4 @@
-"""Training, fine-tuning and evaluation, and the cached base model."""
+from psvit.train.compute import Compute, resolve_device
+from psvit.train.loop import evaluate, predict, seed_everything, train_model
 
-from psvit.train.loop import evaluate, predict, resolve_device, seed_everything, train_model
-
-__all__ = ["evaluate", "predict", "resolve_device", "seed_everything", "train_model"]
+__all__ = ["Compute", "evaluate", "predict", "resolve_device", "seed_everything", "train_model"]

@@ -14,14 +14,17 @@ from psvit.errors import exit_on_user_error
 def main(cfg: DictConfig) -> None:
     from psvit.cost import cost_report
     from psvit.train.base import get_base_model, sample_images
+    from psvit.train.compute import Compute
 
+    compute = Compute.from_options(cfg.device, config_sections(cfg, "compute")[0])
     model_cfg, data_cfg, train_cfg = config_sections(cfg, "model", "data", "train")
     base = get_base_model(
-        model_cfg, data_cfg, train_cfg, seed=cfg.seed, cache_dir=cfg.cache_dir, device=cfg.device,
+        model_cfg, data_cfg, train_cfg, seed=cfg.seed, cache_dir=cfg.cache_dir, compute=compute,
         progress=cfg.progress,
     )
+    print(compute.describe())
     print(base.describe())
-    print(cost_report(base.model, sample_images(base.splits)).format())
+    print(cost_report(base.model, sample_images(base.splits, device=compute.device)).format())
 
 
 if __name__ == "__main__":

@@ -19,11 +19,13 @@ from torch import nn
 
 from psvit import checkpoint
 from psvit.data import DataSplits, build_splits
+from psvit.errors import ConfigError
 from psvit.models import create_model
+from psvit.train.compute import Compute
 from psvit.train.loop import evaluate, seed_everything, train_model
 
 #: Keys of the model config group that are not architecture (they say where weights come from).
-_SOURCE_KEYS = ("name", "checkpoint", "trust_pickle")
+_SOURCE_KEYS = ("name", "checkpoint", "trust_pickle", "weights")
 
 
 @dataclass
@@ -54,10 +56,17 @@ class BaseModel:
 
 
 def model_config(model_cfg: dict[str, Any], splits: DataSplits) -> dict[str, Any]:
-    """The architecture part of the ``model`` config group, with channels/classes filled in from the data."""
+    """The architecture part of the ``model`` config group, with channels, classes and (when null) the image
+    size filled in from the data. A model ``img_size`` that differs from the data's is a one-line error: the
+    model would run, but its FLOPs, SOPs and energy would be computed for the wrong size."""
     cfg = {k: v for k, v in model_cfg.items() if k not in _SOURCE_KEYS}
     cfg["in_channels"] = cfg.get("in_channels") or splits.in_channels
     cfg["num_classes"] = cfg.get("num_classes") or splits.num_classes
+    if "img_size" in cfg:
+        cfg["img_size"] = cfg["img_size"] or splits.img_size
+        if cfg["img_size"] != splits.img_size:
+            raise ConfigError(f"model.img_size={cfg['img_size']} but the data gives {splits.img_size}-px images; "
+                              f"set data.img_size={cfg['img_size']} (or model.img_size=null to follow the data)")
     return cfg
 
 
@@ -67,6 +76,25 @@ def config_hash(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def file_hash(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (read in 1 MiB chunks), as 64 hex digits."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def base_cache_path(model_cfg: dict[str, Any], data_cfg: dict[str, Any], train_cfg: dict[str, Any],
+                    splits: DataSplits, *, seed: int, cache_dir: str | Path) -> Path:
+    """Where the base model of these configs is cached: keyed by the architecture, the data, the seed and either
+    the training config or (with ``model.checkpoint``) the checkpoint file's content hash and weight choice."""
+    source = model_cfg.get("checkpoint")
+    origin = [file_hash(checkpoint.existing(source)), model_cfg.get("weights", "auto")] if source else train_cfg
+    key = config_hash(model_cfg.get("name", "spikformer"), model_config(model_cfg, splits), data_cfg, origin, seed)
+    return Path(cache_dir).expanduser() / f"base-{key}.pt"
+
+
 def get_base_model(
     model_cfg: dict[str, Any],
     data_cfg: dict[str, Any],
@@ -74,38 +102,45 @@ def get_base_model(
     *,
     seed: int = 0,
     cache_dir: str | Path = ".psvit-cache",
-    device: str = "auto",
+    compute: Compute | None = None,
     progress: bool = True,
 ) -> BaseModel:
-    """Load the cached base model for these configs, or train (or load official weights) and cache it."""
+    """Load the cached base model for these configs, or train (or load official weights) and cache it.
+
+    The model is returned on ``compute``'s device. With ``model.checkpoint`` the cache key holds the file's
+    content hash (not its path), and which weights were taken (EMA or not) is printed.
+    """
+    compute = compute or Compute()
     splits = build_splits(**data_cfg)
     arch = model_config(model_cfg, splits)
     source = model_cfg.get("checkpoint")
-    key = config_hash(model_cfg.get("name", "spikformer"), arch, data_cfg, train_cfg if not source else str(source), seed)
-    path = Path(cache_dir).expanduser() / f"base-{key}.pt"
+    weights = model_cfg.get("weights", "auto")
+    path = base_cache_path(model_cfg, data_cfg, train_cfg, splits, seed=seed, cache_dir=cache_dir)
+    key = path.stem.removeprefix("base-")
     if path.is_file():
         meta = checkpoint.read(path)["meta"]
-        model = checkpoint.load(path, device="cpu")
+        model = checkpoint.load(path, device=compute.device)
         return BaseModel(model, splits, path, meta["val_acc"], meta["test_acc"], True, meta["train_seconds"])
 
     seed_everything(seed)
     model = create_model(model_cfg.get("name", "spikformer"), **arch)
     start = time.perf_counter()
     if source:
-        checkpoint.load_official_weights(model, source, trust_pickle=bool(model_cfg.get("trust_pickle", False)))
+        taken = checkpoint.load_official_weights(model, source, trust_pickle=bool(model_cfg.get("trust_pickle", False)),
+                                                 weights=weights)
+        print(f"base weights: {taken} of {source}")
     else:
-        train_model(model, splits.train, seed=seed, device=device, progress=progress, desc="train base", **train_cfg)
+        train_model(model, splits.train, seed=seed, compute=compute, progress=progress, desc="train base",
+                    **train_cfg)
     train_seconds = time.perf_counter() - start
-    model = model.cpu().eval()
-    val_acc = evaluate(model, splits.val, device=device)
-    test_acc = evaluate(model, splits.test, device=device)
-    model.cpu()
+    val_acc = evaluate(model, splits.val, compute)
+    test_acc = evaluate(model, splits.test, compute)
     meta = {"val_acc": val_acc, "test_acc": test_acc, "train_seconds": train_seconds, "key": key}
     checkpoint.save(model, path, meta=meta)
-    return BaseModel(model, splits, path, val_acc, test_acc, False, train_seconds)
+    return BaseModel(model.eval(), splits, path, val_acc, test_acc, False, train_seconds)
 
 
-def sample_images(splits: DataSplits, n: int = 64) -> torch.Tensor:
-    """The first ``n`` validation images as one batch (for firing rates and latency)."""
+def sample_images(splits: DataSplits, n: int = 64, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The first ``n`` validation images as one batch on ``device`` (for firing rates and latency)."""
     n = min(n, len(splits.val))
-    return torch.stack([splits.val[i][0] for i in range(n)])
+    return torch.stack([splits.val[i][0] for i in range(n)]).to(device)

@@ -1,10 +1,9 @@
-"""Training, fine-tuning and evaluation loops for spiking models (CPU, or CUDA when available)."""
+"""Training, fine-tuning and evaluation loops for spiking models, on a :class:`~psvit.train.compute.Compute`."""
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -13,12 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when available, else CPU; anything else is passed to ``torch.device``."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+from psvit.train.compute import Compute
 
 
 def seed_everything(seed: int) -> None:
@@ -28,10 +22,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def batches(dataset: Dataset, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> DataLoader:
-    """A DataLoader over ``dataset``; shuffling is driven by its own seeded generator."""
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
+def batches(dataset: Dataset, batch_size: int, *, shuffle: bool = False, seed: int = 0,
+            compute: Compute | None = None) -> DataLoader:
+    """A DataLoader over ``dataset`` with ``compute``'s loader settings (default: in-process loading)."""
+    return (compute or Compute(num_workers=0)).loader(dataset, batch_size, shuffle=shuffle, seed=seed)
 
 
 def predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -42,16 +36,17 @@ def predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 256, device: str = "auto") -> float:
-    """Top-1 accuracy of ``model`` on ``dataset`` (eval mode), in [0, 1]."""
-    dev = resolve_device(device)
-    model.to(dev).eval()
-    correct = total = 0
-    for images, labels in batches(dataset, batch_size):
-        logits = predict(model, images.to(dev))
-        correct += (logits.argmax(1).cpu() == labels).sum().item()
-        total += len(labels)
-    return correct / max(total, 1)
+def evaluate(model: nn.Module, dataset: Dataset, compute: Compute | None = None) -> float:
+    """Top-1 accuracy of ``model`` on ``dataset`` (eval mode, on ``compute``'s device and precision), in [0, 1]."""
+    compute = compute or Compute()
+    model.to(compute.device).eval()
+    correct = torch.zeros((), dtype=torch.long, device=compute.device)
+    total = 0
+    with compute.autocast():
+        for images, labels in compute.to_device(compute.loader(dataset, compute.eval_batch_size)):
+            correct += (predict(model, images).argmax(1) == labels).sum()
+            total += len(labels)
+    return correct.item() / max(total, 1)
 
 
 def train_model(
@@ -65,19 +60,21 @@ def train_model(
     label_smoothing: float = 0.0,
     cosine: bool = True,
     seed: int = 0,
-    device: str = "auto",
+    compute: Compute | None = None,
     progress: bool = True,
     desc: str = "train",
 ) -> list[dict[str, float]]:
     """Train ``model`` in place with AdamW (+ cosine decay per step) and cross-entropy; returns per-epoch stats.
 
     Deterministic under ``seed`` on a given machine (data order, dropout-free model, seeded init upstream).
+    Runs on ``compute``'s device; with ``compute.amp`` the forward is autocast (fp16 with a gradient scaler).
     """
     seed_everything(seed)
-    dev = resolve_device(device)
-    model.to(dev).train()
+    compute = compute or Compute()
+    model.to(compute.device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    loader = batches(train_set, batch_size, shuffle=True, seed=seed)
+    scaler = torch.amp.GradScaler(compute.device.type, enabled=compute.amp == "fp16")
+    loader = compute.loader(train_set, batch_size, shuffle=True, seed=seed)
     total_steps = max(1, epochs * len(loader))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps)) if cosine else 1.0
@@ -87,12 +84,14 @@ def train_model(
     bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress or None, leave=False)
     for epoch in bar:
         loss_sum = correct = seen = 0
-        for images, labels in _on_device(loader, dev):
-            logits = model(images)
-            loss = loss_fn(logits, labels)
+        for images, labels in compute.to_device(loader):
+            with compute.autocast():
+                logits = model(images)
+                loss = loss_fn(logits.float(), labels)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             functional.reset_net(model)
             loss_sum += loss.item() * len(labels)
@@ -104,7 +103,3 @@ def train_model(
     model.eval()
     return history
 
-
-def _on_device(loader: DataLoader, dev: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    for images, labels in loader:
-        yield images.to(dev), labels.to(dev)

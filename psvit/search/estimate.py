@@ -1,0 +1,120 @@
+"""Know the cost before paying it: a search's wall time, estimated from a few timed batches on this device.
+
+Two rates are measured on the configured model (random weights, the data's real images): seconds per image of an
+inference forward (at the evaluation batch size, capped) and of a training step (forward + backward). Every
+stage of the search is then a count of images times one of them: base training (if not cached), the sensitivity
+cells (if not cached), the trials at their fidelities, and the final fine-tune. Pruning, the cost report and
+logging are not counted, so the estimate is a lower bound when models are small (see ``bench/scale.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig
+from spikingjelly.activation_based import functional
+from torch import nn
+
+from psvit.allocation import select_groups
+from psvit.cli import config_sections
+from psvit.data import build_splits
+from psvit.models import create_model
+from psvit.prune import PruneConstraints, list_groups
+from psvit.search.samplers import STRATEGY_SAMPLERS
+from psvit.sensitivity import sensitivity_cache_path
+from psvit.train.base import base_cache_path, model_config
+from psvit.train.compute import Compute, device_name
+from psvit.workflow import compute_of, plan, sensitivity_settings
+
+#: Images per timed batch at most (a 224-px model's batch of 256 would take minutes on a CPU).
+MAX_TIMED_BATCH = 32
+#: The strategies' prior trials a search adds to ``n_trials`` at most.
+N_PRIORS = 2
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Estimated seconds per stage (0 for a stage served from the cache) and the measured per-image rates."""
+
+    device: str
+    eval_s_per_image: float
+    train_s_per_image: float
+    stages: dict[str, float]
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(self.stages.values())
+
+    def format(self) -> str:
+        """One line for the total, then one per stage."""
+        lines = [f"estimate: ~{human(self.total_seconds)} on {self.device} "
+                 f"({1e3 * self.eval_s_per_image:.2f} ms/image inference, "
+                 f"{1e3 * self.train_s_per_image:.2f} ms/image training, measured on a few batches)"]
+        lines += [f"  {name:<14} ~{human(seconds)}" for name, seconds in self.stages.items()]
+        return "\n".join(lines)
+
+
+def human(seconds: float) -> str:
+    """``42 s``, ``7.5 min`` or ``3.2 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def seconds_per_image(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, compute: Compute,
+                      train: bool, repeats: int = 2) -> float:
+    """Median seconds per image of a forward (``train``: forward + backward) of the batch, after a warm-up."""
+    model.train(train)
+    times = []
+    for i in range(repeats + 1):
+        start = time.perf_counter()
+        with torch.set_grad_enabled(train), compute.autocast():
+            loss = nn.functional.cross_entropy(model(images).float(), labels)
+        if train:
+            loss.backward()
+        if compute.device.type == "cuda":
+            torch.cuda.synchronize(compute.device)
+        if i:
+            times.append(time.perf_counter() - start)
+        functional.reset_net(model)
+        model.zero_grad(set_to_none=True)
+    return sorted(times)[len(times) // 2] / len(images)
+
+
+def estimate_search(cfg: DictConfig) -> Estimate:
+    """The estimated wall time of ``python -m psvit.search`` with ``cfg`` on its device (see the module doc)."""
+    compute = compute_of(cfg)
+    model_cfg, data_cfg, train_cfg, finetune_cfg = config_sections(cfg, "model", "data", "train", "finetune")
+    splits = build_splits(**data_cfg)
+    model = create_model(model_cfg.get("name", "spikformer"), **model_config(model_cfg, splits)).to(compute.device)
+    n = min(len(splits.train), MAX_TIMED_BATCH, compute.eval_batch_size)
+    images = torch.stack([splits.train[i][0] for i in range(n)]).to(compute.device)
+    labels = torch.as_tensor([splits.train[i][1] for i in range(n)], device=compute.device)
+    infer = seconds_per_image(model, images, labels, compute, train=False)
+    train = seconds_per_image(model, images, labels, compute, train=True)
+
+    sc, settings = cfg.search, sensitivity_settings(cfg)
+    n_train, n_val, n_test = len(splits.train), len(splits.val), len(splits.test)
+    n_subset = len(splits.val_subset(float(sc.fidelity.subset), cfg.seed))
+    recalibration = settings.recalibration_batches * settings.batch_size * infer
+    base_path = base_cache_path(model_cfg, data_cfg, train_cfg, splits, seed=cfg.seed, cache_dir=cfg.cache_dir)
+    base_cached = base_path.is_file()
+    stages = {"base model": 0.0 if base_cached or model_cfg.get("checkpoint")
+              else train_cfg["epochs"] * n_train * train + (n_val + n_test) * infer}
+
+    constraints, enabled = plan(cfg)
+    groups = select_groups(list_groups(model), enabled)
+    table = sensitivity_cache_path(base_path, groups, constraints, settings, data_cfg=data_cfg,
+                                   cache_dir=cfg.cache_dir)
+    cells = len(groups) * len(settings.grid)
+    stages["sensitivity"] = 0.0 if base_cached and table.is_file() else cells * (recalibration + n_subset * infer)
+
+    n_trials = N_PRIORS if sc.sampler in STRATEGY_SAMPLERS else int(sc.n_trials) + N_PRIORS
+    promoted = 1.0 if n_subset == n_val else float(sc.fidelity.promote)
+    full = n_val * infer + int(sc.recovery_epochs) * n_train * train
+    per_trial = recalibration + (n_subset * infer if n_subset < n_val else 0.0) + promoted * full
+    stages["trials"] = n_trials * per_trial
+    stages["fine-tune"] = (finetune_cfg["epochs"] * n_train * train + 2 * n_test * infer) if sc.finalize else 0.0
+    return Estimate(device_name(compute.device), infer, train, stages)
