@@ -135,7 +135,8 @@ class TrialObjective:
 
     def _cost(self, model: nn.Module, seconds: dict[str, float]) -> dict[str, float]:
         with phase(seconds, "cost"):
-            images = sample_images(self.setup.base.splits, device=self.setup.compute.device)
+            compute = self.setup.compute
+            images = sample_images(self.setup.base.splits, min(64, compute.eval_batch_size), compute.device)
             return cost_report(model, images, latency_repeats=self.latency_repeats).to_dict()
 
     def _promotes(self, trial: optuna.Trial, score: float, saving: float) -> bool:

@@ -1,0 +1,205 @@
+"""Scale: where a trial's time goes, Spikformer-8-512 at 224 px on a CPU, and multi-fidelity against full fidelity.
+
+    OMP_NUM_THREADS=1 python bench/scale.py --parts default spikformer512 fidelity --out bench/results/scale
+
+Every part runs the real CLI (``python -m psvit.search``) in a subprocess with its own Optuna and MLflow stores
+in a scratch folder, then reads the trials back from Optuna:
+
+* ``default``: the default model on digits (``+budget=0.4``, 10 trials); per-trial wall time split into prune,
+  recalibrate, evaluate, cost report, and the rest (sampling, MLflow logging, Optuna bookkeeping), with the
+  search's own up-front estimate next to the measured time.
+* ``spikformer512``: Spikformer-8-512 at 224 px with random weights (``model.checkpoint``: no training) on a
+  synthetic 224-px image folder made here, two channel groups enabled, 3 trials; the same split.
+* ``fidelity``: on MNIST-10k (``../shared/data/mnist-t10k``) at budget 0.6, a full-fidelity search (every trial:
+  one recovery epoch and the whole validation split) against the multi-fidelity one (every trial on a 20 %
+  validation subset, the top third promoted to the full treatment), run side by side (so both see the same
+  machine load), same trials and seed. Reported: the chosen model's test accuracy before and after fine-tuning,
+  and the search's wall time (sensitivity + trials; the base model is trained once beforehand).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+MNIST = ROOT.parent / "shared" / "data" / "mnist-t10k"
+PHASES = ("prune", "recalibrate", "recover", "evaluate", "cost")
+MNIST_ARGS = ["data=mnist_idx", f"data.root={MNIST}", "data.img_size=16", "data.seed=0", "train.epochs=6"]
+
+
+def search(scratch: Path, overrides: list[str], log: Path | None = None) -> tuple[subprocess.Popen, float]:
+    """Start ``python -m psvit.search`` in ``scratch`` (stores there); returns the process and its start time."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    args = [sys.executable, "-m", "psvit.search", "progress=false", f"hydra.run.dir={scratch / 'out'}", *overrides]
+    out = open(log or scratch / "log.txt", "w")
+    return subprocess.Popen(args, cwd=scratch, env=env, stdout=out, stderr=subprocess.STDOUT, text=True), time.time()
+
+
+def finished(proc: subprocess.Popen, scratch: Path) -> str:
+    if proc.wait() != 0:
+        raise SystemExit(f"search in {scratch} failed:\n{(scratch / 'log.txt').read_text()[-3000:]}")
+    return (scratch / "log.txt").read_text()
+
+
+def trials_of(scratch: Path, name: str) -> list[Any]:
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{scratch / 'optuna.db'}")
+    return [t for t in study.trials if t.state.name == "COMPLETE"]
+
+
+def split(trials: list[Any]) -> dict[str, float]:
+    """Mean seconds per trial in each phase, the rest, and the whole trial."""
+    rows = {p: statistics.mean(t.user_attrs.get("seconds", {}).get(p, 0.0) for t in trials) for p in PHASES}
+    total = statistics.mean((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
+    return {**rows, "rest": total - sum(rows.values()), "trial": total}
+
+
+def estimate_line(log: str) -> str:
+    return next(line for line in log.splitlines() if line.startswith("estimate:"))
+
+
+def part_default(work: Path) -> dict[str, Any]:
+    scratch = work / "default"
+    start = time.time()
+    proc, _ = search(scratch, ["+budget=0.4", "search.n_trials=10", "search.study_name=default",
+                               "search.finalize=false"])
+    log = finished(proc, scratch)
+    return {"split": split(trials_of(scratch, "default")), "estimate": estimate_line(log),
+            "wall_seconds": time.time() - start}
+
+
+def synthetic_folder(root: Path, size: int = 224, classes: int = 4, per_class: int = 10) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for k in range(classes):
+        (root / f"class{k}").mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (size + 32, size + 64, 3), dtype=np.uint8)).save(
+                root / f"class{k}" / f"{i}.jpg")
+    return root
+
+
+def part_spikformer512(work: Path) -> dict[str, Any]:
+    import torch
+
+    import psvit
+
+    scratch = work / "spikformer512"
+    torch.manual_seed(0)
+    model = psvit.create_model("spikformer", variant="imagenet", img_size=224, patch_size=16, embed_dim=512,
+                               num_heads=8, depth=8, T=4, in_channels=3, num_classes=4)
+    scratch.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), scratch / "random-8-512.pth")
+    folder = synthetic_folder(scratch / "images")
+    start = time.time()
+    proc, _ = search(scratch, [
+        "model=spikformer_imagenet", f"model.checkpoint={scratch / 'random-8-512.pth'}", "data=image_folder",
+        f"data.root={folder}", "data.val_fraction=0.2", "data.test_fraction=0.2", "compute.eval_batch_size=8",
+        "prune.enabled=[embed,block0.mlp]", "prune.bn_recalibration_batches=1", "sensitivity.grid=[0.5]",
+        "sensitivity.batch_size=8", "+budget=0.05", "search.n_trials=3", "search.latency_repeats=1",
+        "search.study_name=s512", "search.finalize=false", f"cache_dir={scratch / 'cache'}"])
+    log = finished(proc, scratch)
+    return {"split": split(trials_of(scratch, "s512")), "estimate": estimate_line(log),
+            "wall_seconds": time.time() - start}
+
+
+def chosen(scratch: Path) -> dict[str, float]:
+    """The chosen model's test accuracy before and after fine-tuning, and its saving (%), from the parent run."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{scratch / 'mlflow.db'}")
+    (parent,) = client.search_runs([client.get_experiment_by_name("psvit").experiment_id],
+                                   "tags.`psvit.role` = 'search'")
+    m = parent.data.metrics
+    return {"test_pruned": 100 * m["final_test_pruned_acc"], "test_finetuned": 100 * m["final_test_finetuned_acc"],
+            "saving": 100 * m["final_memory_saving"]}
+
+
+def part_fidelity(work: Path, seed: int, trials: int) -> dict[str, Any]:
+    base = [*MNIST_ARGS, f"seed={seed}", f"cache_dir={work / 'cache'}"]
+    common = [*base, f"search.seed={seed}", "+budget=0.6", f"search.n_trials={trials}", "search.recovery_epochs=1",
+              "finetune.epochs=2", "search.latency_repeats=1"]
+    (work / "prep").mkdir(parents=True, exist_ok=True)  # the base model, trained once for both arms
+    subprocess.run([sys.executable, "-m", "psvit.train", "progress=false", f"hydra.run.dir={work / 'prep'}", *base],
+                   cwd=work / "prep", check=True, capture_output=True)
+    arms = {"full fidelity": ["search.fidelity.subset=1.0"],
+            "multi-fidelity": ["search.fidelity.subset=0.2", "search.fidelity.promote=0.34"]}
+    running = {name: search(work / name.replace(" ", "-"), [*common, f"search.study_name=s{seed}", *extra])
+               for name, extra in arms.items()}
+    result = {}
+    for name, (proc, start) in running.items():
+        scratch = work / name.replace(" ", "-")
+        finished(proc, scratch)
+        done = trials_of(scratch, f"s{seed}")
+        end = max(t.datetime_complete for t in done).timestamp()
+        promoted = sum(1 for t in done if t.user_attrs.get("fidelity", "full") == "full")
+        result[name] = {**chosen(scratch), "search_seconds": end - start, "promoted": promoted, "trials": len(done),
+                        "split": split(done)}
+    return result
+
+
+def markdown(blob: dict[str, Any]) -> str:
+    lines = [f"# bench/scale.py\n\n`{blob['command']}` at commit `{blob['git_commit'][:10]}`\n"]
+    for part in ("default", "spikformer512"):
+        if part in blob:
+            r = blob[part]
+            lines += [f"## {part}: seconds per trial\n", "| " + " | ".join((*PHASES, "rest", "trial")) + " |",
+                      "|" + "---:|" * (len(PHASES) + 2),
+                      "| " + " | ".join(f"{r['split'][k]:.2f}" for k in (*PHASES, "rest", "trial")) + " |", "",
+                      f"whole command: {r['wall_seconds']:.0f} s measured; its own {r['estimate']}", ""]
+    for seed, arms in blob.get("fidelity", {}).items():
+        lines += [f"## fidelity, MNIST-10k, budget 0.6, seed {seed}\n",
+                  "| search | trials (promoted) | test acc pruned | test acc fine-tuned | saving | search wall time |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for name, a in arms.items():
+            lines.append(f"| {name} | {a['trials']} ({a['promoted']}) | {a['test_pruned']:.2f} | "
+                         f"{a['test_finetuned']:.2f} | {a['saving']:.2f} | {a['search_seconds']:.0f} s |")
+        full, multi = arms["full fidelity"], arms["multi-fidelity"]
+        lines += ["", f"speed-up {full['search_seconds'] / multi['search_seconds']:.2f}x; fine-tuned test accuracy "
+                      f"difference {multi['test_finetuned'] - full['test_finetuned']:+.2f} points", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", nargs="+", default=["default", "spikformer512", "fidelity"],
+                        choices=["default", "spikformer512", "fidelity"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scale")
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    args = parser.parse_args()
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    blob: dict[str, Any] = {"command": "python bench/scale.py " + " ".join(sys.argv[1:]), "git_commit": commit}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.work or Path(tmp)
+        if "default" in args.parts:
+            blob["default"] = part_default(work)
+        if "spikformer512" in args.parts:
+            blob["spikformer512"] = part_spikformer512(work)
+        if "fidelity" in args.parts:
+            blob["fidelity"] = {str(s): part_fidelity(work / f"fidelity-{s}", s, args.trials) for s in args.seeds}
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (args.out / f"run-{stamp}.json").write_text(json.dumps(blob, indent=1, default=str))
+    text = markdown(blob)
+    (args.out / f"scale-{stamp}.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
