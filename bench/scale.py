@@ -149,7 +149,31 @@ def part_fidelity(work: Path, seed: int, trials: int) -> dict[str, Any]:
         promoted = sum(1 for t in done if t.user_attrs.get("fidelity", "full") == "full")
         result[name] = {**chosen(scratch), "search_seconds": end - start, "promoted": promoted, "trials": len(done),
                         "split": split(done)}
+    result["full fidelity"]["tau"] = subset_tau(trials_of(work / "full-fidelity", f"s{seed}"), base, 0.2)
     return result
+
+
+def subset_tau(trials: list[Any], overrides: list[str], subset: float) -> dict[str, float]:
+    """Kendall's tau between each trial's accuracy on the ``subset`` fraction of the validation split (pruned and
+    recalibrated, no recovery: the first rung) and its full-fidelity accuracy (whole split, after the recovery
+    epoch), and between the subset and the whole split without recovery."""
+    from hydra import compose, initialize_config_module
+    from scipy.stats import kendalltau
+
+    from psvit.search.space import trial_ratios
+    from psvit.train import evaluate
+    from psvit.workflow import pruned_model, setup
+
+    with initialize_config_module(config_module="psvit.conf", version_base="1.3"):
+        s = setup(compose(config_name="search", overrides=[*overrides, "progress=false"]))
+    part = s.base.splits.val_subset(subset, s.cfg.seed)
+    rows = []
+    for t in trials:
+        model = pruned_model(s, trial_ratios(t))
+        rows.append((evaluate(model, part, s.compute), evaluate(model, s.base.splits.val, s.compute), t.values[0]))
+    first, whole, final = zip(*rows)
+    return {"subset_vs_full_fidelity": float(kendalltau(first, final).statistic),
+            "subset_vs_whole_split": float(kendalltau(first, whole).statistic), "n": len(rows)}
 
 
 def markdown(blob: dict[str, Any]) -> str:
@@ -169,8 +193,12 @@ def markdown(blob: dict[str, Any]) -> str:
             lines.append(f"| {name} | {a['trials']} ({a['promoted']}) | {a['test_pruned']:.2f} | "
                          f"{a['test_finetuned']:.2f} | {a['saving']:.2f} | {a['search_seconds']:.0f} s |")
         full, multi = arms["full fidelity"], arms["multi-fidelity"]
+        tau = full.get("tau", {})
         lines += ["", f"speed-up {full['search_seconds'] / multi['search_seconds']:.2f}x; fine-tuned test accuracy "
-                      f"difference {multi['test_finetuned'] - full['test_finetuned']:+.2f} points", ""]
+                      f"difference {multi['test_finetuned'] - full['test_finetuned']:+.2f} points; Kendall tau of the "
+                      f"20 % subset accuracy vs the full-fidelity accuracy {tau.get('subset_vs_full_fidelity', 0):.2f}, "
+                      f"vs the whole split without recovery {tau.get('subset_vs_whole_split', 0):.2f} "
+                      f"({tau.get('n', 0)} trials of the full-fidelity search)", ""]
     return "\n".join(lines)
 
 

@@ -68,6 +68,7 @@ def main(cfg: DictConfig) -> None:
 
 def run_and_print(cfg: DictConfig, session: SearchSession) -> None:
     """Run this worker's trials, then print the front and (with ``search.finalize``) the chosen model."""
+    print(session.setup.compute.describe())
     print(session.setup.base.describe())
     ran = session.run()
     front = session.front()
