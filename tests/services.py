@@ -94,17 +94,16 @@ def wait_for_http(url: str, process: subprocess.Popen, log: Path, timeout: float
 
 
 @contextlib.contextmanager
-def mlflow_server(backend_store_uri: str, folder: Path) -> Iterator[str]:
-    """``mlflow server`` on 127.0.0.1 with one worker, serving artifacts from ``folder/artifacts``; yields its URL.
-
-    Its output goes to ``folder/mlflow-server.log``.
+def mlflow_server(backend_store_uri: str, folder: Path, command: str = "server") -> Iterator[str]:
+    """``mlflow server`` (or ``mlflow ui``) on 127.0.0.1 with one worker, run in ``folder``, serving new artifacts
+    from ``folder/artifacts``; yields its URL. Its output goes to ``folder/mlflow-<command>.log``.
     """
-    port, log = free_port(), folder / "mlflow-server.log"
-    command = [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", backend_store_uri,
-               "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-               "--workers", "1"]
+    port, log = free_port(), folder / f"mlflow-{command}.log"
+    argv = [sys.executable, "-m", "mlflow", command, "--backend-store-uri", backend_store_uri,
+            "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+            "--workers", "1"]
     with log.open("w") as out:
-        server = subprocess.Popen(command, cwd=folder, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(argv, cwd=folder, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for_http(f"{url}/health", server, log)
