@@ -1,7 +1,8 @@
 """MLflow tracking, imported lazily (``import mlflow`` costs ~2 s): runs, params, metrics and artifacts.
 
 The default store is ``sqlite:///mlflow.db`` in the working directory; any tracking URI works, including an
-``mlflow server`` over HTTP. :func:`ensure_store` creates the database once, before parallel workers start.
+``mlflow server`` over HTTP. :func:`ensure_store` creates the database once, before parallel workers start, and
+marks the experiment as model training (``mlflow.experimentKind``), not GenAI.
 """
 
 from __future__ import annotations
@@ -13,6 +14,13 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
+
+#: The experiment tag MLflow 3 reads for an experiment's kind, and the kind of a psvit experiment.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+#: The run tag MLflow shows as a run's description (markdown).
+DESCRIPTION_TAG = "mlflow.note.content"
 
 
 def import_mlflow():
@@ -27,16 +35,47 @@ def import_mlflow():
 
 
 def ensure_store(tracking_uri: str, experiment: str) -> str:
-    """Point MLflow at ``tracking_uri``, create the experiment (and so the DB) if needed; returns its id."""
+    """Point MLflow at ``tracking_uri``, create the experiment (and so the DB) if needed, as a model-training
+    experiment (experiments made before that was so are tagged now); returns its id."""
     mlflow = import_mlflow()
     mlflow.set_tracking_uri(tracking_uri)
     found = mlflow.get_experiment_by_name(experiment)
-    if found is not None:
-        return found.experiment_id
-    try:
-        return mlflow.create_experiment(experiment)
-    except Exception:  # another worker created it first
-        return mlflow.get_experiment_by_name(experiment).experiment_id
+    if found is None:
+        try:
+            return mlflow.create_experiment(experiment, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
+        except Exception:  # another worker created it first
+            found = mlflow.get_experiment_by_name(experiment)
+    if found.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:
+        mlflow.MlflowClient().set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+    return found.experiment_id
+
+
+def runs_page(experiment_id: str, search_filter: str | None = None, order_by: str | None = None) -> str:
+    """The MLflow UI's runs table of an experiment, as a link relative to the UI's address (``#/...``).
+
+    It opens the model-training view (MLflow 3.17 picks the view from the ``workflowType`` parameter, or else the
+    browser's last choice; GenAI by default). Runs that match ``search_filter`` and are sorted by ``order_by``
+    (descending) are listed flat, child runs included; sorted by creation time they stay folded under their parent.
+    """
+    query = {"workflowType": "machine_learning"}
+    if search_filter:
+        query["searchFilter"] = search_filter
+    if order_by:
+        query.update(orderByKey=order_by, orderByAsc="false")
+    return f"#/experiments/{experiment_id}/runs?{urlencode(query)}"
+
+
+def ui_address(tracking_uri: str, page: str) -> str:
+    """Where to open ``page`` (a :func:`runs_page` / :func:`run_page` link): on the tracking server itself, or on
+    ``mlflow ui``'s default address for a local store (with the command that starts it)."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return f"{tracking_uri.rstrip('/')}/{page}"
+    return f"http://127.0.0.1:5000/{page}  (after: mlflow ui --backend-store-uri {tracking_uri})"
+
+
+def run_page(experiment_id: str, run_id: str) -> str:
+    """A run's page in the MLflow UI, as a link relative to the UI's address."""
+    return f"#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
 
 @contextlib.contextmanager
@@ -105,10 +144,13 @@ def end_run(run_id: str, status: str = "FINISHED") -> None:
     import_mlflow().MlflowClient().set_terminated(run_id, status)
 
 
-def child_runs_tagged(parent_run_id: str, key: str, value: str) -> set[str]:
+def experiment_of(run_id: str) -> str:
+    return import_mlflow().MlflowClient().get_run(run_id).info.experiment_id
+
+
+def child_runs_tagged(experiment_id: str, parent_run_id: str, key: str, value: str) -> set[str]:
     """Ids of the child runs of ``parent_run_id`` whose tag ``key`` is ``value`` (one search query)."""
     client = import_mlflow().MlflowClient()
-    experiment_id = client.get_run(parent_run_id).info.experiment_id
     found = client.search_runs([experiment_id], max_results=50000, filter_string=(
         f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.`{key}` = '{value}'"))
     return {r.info.run_id for r in found}
@@ -117,6 +159,12 @@ def child_runs_tagged(parent_run_id: str, key: str, value: str) -> set[str]:
 def log_artifact(path: str | Path, run_id: str | None = None, artifact_path: str | None = None) -> None:
     client, run = _client_and_run(run_id)
     client.log_artifact(run, str(path), artifact_path=artifact_path)
+
+
+def log_figure(figure: Any, file_name: str, run_id: str | None = None, **save_kwargs: Any) -> None:
+    """Write a matplotlib or plotly figure as artifact ``file_name`` (``.html`` for an interactive plotly one)."""
+    client, run = _client_and_run(run_id)
+    client.log_figure(run, figure, file_name, save_kwargs=save_kwargs or None)
 
 
 def log_text(text: str, file_name: str, run_id: str | None = None) -> None:

@@ -68,6 +68,9 @@ def main(cfg: DictConfig) -> None:
 
 def run_and_print(cfg: DictConfig, session: SearchSession) -> None:
     """Run this worker's trials, then print the front and (with ``search.finalize``) the chosen model."""
+    from psvit import tracking
+    from psvit.search.front import front_runs_page
+
     print(session.setup.compute.describe())
     print(session.setup.base.describe())
     ran = session.run()
@@ -81,8 +84,9 @@ def run_and_print(cfg: DictConfig, session: SearchSession) -> None:
         print(done.row.markdown())
         print(done.cost.format())
         print(f"pruned checkpoint: {done.checkpoint}")
+    page = front_runs_page(tracking.experiment_of(session.parent_run_id))
     print(f"MLflow: parent run {session.parent_run_id} in experiment {cfg.mlflow.experiment!r} at "
-          f"{cfg.mlflow.tracking_uri}; look with: mlflow ui --backend-store-uri {cfg.mlflow.tracking_uri}")
+          f"{cfg.mlflow.tracking_uri}; the front's runs: {tracking.ui_address(cfg.mlflow.tracking_uri, page)}")
 
 
 if __name__ == "__main__":

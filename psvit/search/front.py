@@ -1,8 +1,10 @@
 """The Pareto front of memory saving vs validation accuracy, kept current in MLflow as trials finish.
 
 The front is what Optuna's ``study.best_trials`` would be over the feasible trials (those meeting the memory
-budget) scored at full fidelity: the non-dominated ones. Every trial's child run carries ``pareto=true|false``; the parent run holds the front as
-``pareto_front.csv`` and ``pareto_front.png``.
+budget) scored at full fidelity: the non-dominated ones. Every trial's child run carries ``pareto=true|false``;
+the parent run holds the front as ``pareto_front.html`` (interactive: each point names its trial, kept widths and
+MLflow run), ``pareto_front.csv`` and ``pareto_front.png``, and as its description: a table of the front, linked
+to the trials' runs.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from optuna.trial import FrozenTrial, TrialState
 from psvit import tracking
 from psvit.search.fidelity import FIDELITY_ATTR, FULL
 from psvit.search.space import trial_ratios
+
+#: The MLflow search filter that selects the front's runs.
+FRONT_FILTER = 'tags.pareto = "true"'
 
 
 def front_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -49,7 +54,8 @@ def update_front(study: optuna.Study, parent_run_id: str, budget: float | None) 
     """
     front = front_trials(study)
     on_front = {t.user_attrs["mlflow_run_id"] for t in front if "mlflow_run_id" in t.user_attrs}
-    tagged = tracking.child_runs_tagged(parent_run_id, "pareto", "true")
+    experiment_id = tracking.experiment_of(parent_run_id)
+    tagged = tracking.child_runs_tagged(experiment_id, parent_run_id, "pareto", "true")
     for run_id in on_front - tagged:
         tracking.set_tags({"pareto": "true"}, run_id=run_id)
     for run_id in tagged - on_front:
@@ -66,6 +72,9 @@ def update_front(study: optuna.Study, parent_run_id: str, budget: float | None) 
                                  *(trial_ratios(t)[k] for k in names)])
         tracking.log_artifact(table, run_id=parent_run_id)
         tracking.log_artifact(plot_front(complete, front, budget, Path(tmp) / "pareto_front.png"), run_id=parent_run_id)
+    tracking.log_figure(interactive_front(complete, front, budget), "pareto_front.html", run_id=parent_run_id,
+                        include_plotlyjs=True)  # self-contained: the UI previews it without reaching a CDN
+    tracking.set_tags({tracking.DESCRIPTION_TAG: describe_front(front, experiment_id, budget)}, run_id=parent_run_id)
     tracking.log_metrics({"n_complete_trials": len(complete), "pareto_size": len(front)}, run_id=parent_run_id)
     return front
 
@@ -100,3 +109,52 @@ def plot_front(trials: list[FrozenTrial], front: list[FrozenTrial], budget: floa
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _percent(fraction: float) -> str:
+    return f"{100 * fraction:.2f}%"
+
+
+def hover_text(trial: FrozenTrial) -> str:
+    """A trial as the interactive front shows it: number, objectives, MLflow run, kept width of every group."""
+    ratios = trial_ratios(trial)
+    widths = "<br>".join(f"  {name}: {ratios[name]:.3f}" for name in sorted(ratios))
+    return (f"<b>trial {trial.number}</b><br>val acc {_percent(trial.values[0])}, saving {_percent(trial.values[1])}"
+            f"<br>run {trial.user_attrs.get('mlflow_run_id', '-')}<br>kept widths:<br>{widths}")
+
+
+def interactive_front(trials: list[FrozenTrial], front: list[FrozenTrial], budget: float | None):
+    """The front as a plotly figure: all evaluated trials, the front as a line, the budget; hover for details."""
+    import plotly.graph_objects as go
+
+    evaluated = [t for t in trials if t.user_attrs.get("evaluated")]
+    fig = go.Figure()
+    for shown, name, style in ((evaluated, f"evaluated trials ({len(evaluated)})", {"mode": "markers"}),
+                               (front, f"Pareto front ({len(front)})", {"mode": "lines+markers"})):
+        fig.add_trace(go.Scatter(x=[100 * t.values[1] for t in shown], y=[100 * t.values[0] for t in shown], name=name,
+                                 hovertext=[hover_text(t) for t in shown], hoverinfo="text", **style))
+    if budget is not None:
+        fig.add_vline(x=100 * budget, line_dash="dash", annotation_text=f"budget {100 * budget:.1f}%")
+    fig.update_layout(title="psvit search: memory saving vs validation accuracy (hover a point)",
+                      xaxis_title="memory saving (% of base weight bytes)", yaxis_title="validation accuracy (%)",
+                      template="plotly_white", legend={"x": 0.01, "y": 0.01})
+    return fig
+
+
+def front_runs_page(experiment_id: str) -> str:
+    """The UI's runs table showing the front's runs (flat, most accurate first), relative to the UI's address."""
+    return tracking.runs_page(experiment_id, FRONT_FILTER, "metrics.`val_acc`")
+
+
+def describe_front(front: list[FrozenTrial], experiment_id: str, budget: float | None) -> str:
+    """The parent run's description: the front as a markdown table, each trial linked to its run."""
+    target = "" if budget is None else f" meeting the budget (saving >= {_percent(budget)})"
+    lines = [f"**Pareto front** of memory saving vs validation accuracy{target}: {len(front)} trials. "
+             f"[Open them as runs]({front_runs_page(experiment_id)}); "
+             "the interactive plot is the artifact `pareto_front.html`.", "",
+             "| trial | val acc | memory saving | run |", "|---|---|---|---|"]
+    for t in sorted(front, key=lambda t: -t.values[0]):
+        run_id = t.user_attrs.get("mlflow_run_id")
+        run = f"[trial-{t.number}]({tracking.run_page(experiment_id, run_id)})" if run_id else "-"
+        lines.append(f"| {t.number} | {_percent(t.values[0])} | {_percent(t.values[1])} | {run} |")
+    return "\n".join(lines)

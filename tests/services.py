@@ -1,0 +1,140 @@
+"""Real services for the stack and UI tests: a PostgreSQL server, an ``mlflow server`` and headless Chromium.
+
+Each is started for real on 127.0.0.1 (free ports, temporary folders) and stopped when its block exits. A test
+that needs a program the machine lacks is skipped with the program's name; ``.ci/run`` installs them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+#: Chromium as the issue asks (headless, no sandbox: CI runs as root), without the background connections
+#: that a closed network refuses.
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--hide-scrollbars"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def postgres_program(name: str) -> str | None:
+    """``initdb`` / ``pg_ctl``: on PATH, or in Debian's ``/usr/lib/postgresql/<version>/bin``."""
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=lambda p: int(p.split("/")[4]))
+    return candidates[-1] if candidates else None
+
+
+@contextlib.contextmanager
+def postgres(*databases: str) -> Iterator[str]:
+    """A fresh PostgreSQL cluster on 127.0.0.1 holding ``databases``; yields ``postgresql+psycopg://psvit@host:port``.
+
+    ``initdb`` refuses to run as root, so as root the cluster belongs to ``nobody``.
+    """
+    initdb, pg_ctl = postgres_program("initdb"), postgres_program("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("PostgreSQL server not installed (initdb/pg_ctl not found; .ci/run installs Debian's postgresql)")
+    import psycopg
+
+    root = Path(tempfile.mkdtemp(prefix="psvit-pg-"))
+    owner = {}
+    if os.geteuid() == 0:
+        nobody = pwd.getpwnam("nobody")
+        os.chown(root, nobody.pw_uid, nobody.pw_gid)
+        owner = {"user": nobody.pw_uid, "group": nobody.pw_gid}
+    data, port = root / "data", free_port()
+    try:
+        subprocess.run([initdb, "-D", str(data), "-U", "psvit", "--auth=trust", "-E", "UTF8", "--no-sync"],
+                       check=True, capture_output=True, **owner)
+        subprocess.run([pg_ctl, "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60",
+                        "-o", f"-h 127.0.0.1 -p {port} -k {data}", "start"], check=True, capture_output=True, **owner)
+        try:
+            with psycopg.connect(f"postgresql://psvit@127.0.0.1:{port}/postgres", autocommit=True) as conn:
+                for name in databases:
+                    conn.execute(f'CREATE DATABASE "{name}"')
+            yield f"postgresql+psycopg://psvit@127.0.0.1:{port}"
+        finally:
+            subprocess.run([pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True, **owner)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def wait_for_http(url: str, process: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    """Poll ``url`` until it answers 200; fail with the server's log if it exits or never answers."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited ({process.returncode}):\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer within {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+@contextlib.contextmanager
+def mlflow_server(backend_store_uri: str, folder: Path, command: str = "server") -> Iterator[str]:
+    """``mlflow server`` (or ``mlflow ui``) on 127.0.0.1 with one worker, run in ``folder``, serving new artifacts
+    from ``folder/artifacts``; yields its URL. Its output goes to ``folder/mlflow-<command>.log``.
+    """
+    port, log = free_port(), folder / f"mlflow-{command}.log"
+    argv = [sys.executable, "-m", "mlflow", command, "--backend-store-uri", backend_store_uri,
+            "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+            "--workers", "1"]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no GenAI job workers: 7 fewer processes
+    with log.open("w") as out:
+        server = subprocess.Popen(argv, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{url}/health", server, log)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)  # its own session: the server and the workers it forked
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        pytest.skip("Chromium not installed (.ci/run installs Debian's chromium)")
+    return found
+
+
+def browse(url: str, profile: Path, *, screenshot: Path | None = None, budget_ms: int = 30000,
+           size: tuple[int, int] = (1600, 1000)) -> str:
+    """Load ``url`` in headless Chromium with a fresh profile, let its scripts run for ``budget_ms`` of virtual time,
+    and return the rendered DOM (or, with ``screenshot``, write a PNG there and return Chromium's output)."""
+    profile.mkdir(parents=True, exist_ok=True)
+    action = [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
+    result = subprocess.run([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+                             f"--window-size={size[0]},{size[1]}", f"--virtual-time-budget={budget_ms}", *action, url],
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout

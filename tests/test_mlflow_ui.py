@@ -1,0 +1,71 @@
+"""The MLflow UI as a user sees it: a tiny search, then ``mlflow ui`` on 127.0.0.1 opened in headless Chromium.
+
+The screenshots go to the test's temporary folder, or to ``$PSVIT_UI_SCREENSHOTS`` when set; the README's picture
+is made with ``PSVIT_UI_SCREENSHOTS=docs OMP_NUM_THREADS=1 python -m pytest tests/test_mlflow_ui.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from services import browse, chromium, mlflow_server
+
+from psvit import tracking
+from psvit.search.front import FRONT_FILTER, front_runs_page
+
+
+def shown_trials(dom: str) -> set[int]:
+    """Trial numbers of the run names the runs table shows."""
+    return {int(n) for n in re.findall(r">trial-(\d+)<", dom)}
+
+
+def test_ui_shows_the_search_its_artifacts_and_its_front(run_cli, tmp_path: Path) -> None:
+    import mlflow
+
+    chromium()  # skip before the search if there is no browser
+    run_cli("search", "+budget=0.3", "search.study_name=ui", "search.n_trials=6", "search.latency_repeats=1")
+    shots = Path(os.environ.get("PSVIT_UI_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+
+    with mlflow_server(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path, command="ui") as url:
+        # what the REST API says, to check the pages against
+        client = mlflow.MlflowClient(tracking_uri=url)
+        experiment = client.get_experiment_by_name("psvit")
+        assert experiment.tags[tracking.EXPERIMENT_KIND_TAG] == tracking.MODEL_TRAINING
+        eid = experiment.experiment_id
+        (parent,) = client.search_runs([eid], filter_string="tags.`psvit.role` = 'search'")
+        front = {int(r.data.tags["trial_number"]) for r in client.search_runs([eid], filter_string=FRONT_FILTER)}
+        trials = {int(r.data.tags["trial_number"]) for r in client.search_runs([eid]) if "trial_number" in r.data.tags}
+        assert front and front < trials  # some trials are off the front, so the filter has something to hide
+
+        # the runs table, model-training view: the search's parent run (its trials folded under it)
+        dom = browse(f"{url}/{tracking.runs_page(eid)}", tmp_path / "profile-runs")
+        assert ">search-ui<" in dom and "Model training" in dom
+
+        # the parent run: the front as its description (linked to the front's runs), and the front's artifacts
+        run_page = f"{url}/{tracking.run_page(eid, parent.info.run_id)}"
+        dom = browse(run_page, tmp_path / "profile-run")
+        assert "Pareto front" in dom and f"trial-{max(front)}" in dom
+        browse(run_page, tmp_path / "profile-run", screenshot=shots / "mlflow_ui_parent.png", size=(1800, 1100))
+        artifacts = (f"{url}/#/experiments/{eid}/runs/{parent.info.run_id}/artifacts/pareto_front.png"
+                     "?workflowType=machine_learning")  # the artifact list, with the static front open
+        dom = browse(artifacts, tmp_path / "profile-artifacts")
+        for name in ("pareto_front.png", "pareto_front.html", "pareto_front.csv", "sensitivity"):
+            assert name in dom
+        browse(artifacts, tmp_path / "profile-artifacts", screenshot=shots / "mlflow_ui_artifacts.png")
+
+        # runs filtered by tags.pareto = "true": exactly the front's trials, listed flat
+        page = f"{url}/{front_runs_page(eid)}"
+        dom = browse(page, tmp_path / "profile-front")
+        assert shown_trials(dom) == front and ">search-ui<" not in dom
+        browse(page, tmp_path / "profile-front", screenshot=shots / "mlflow_ui_front.png", size=(1800, 700))
+
+        # the interactive front: every front trial's point names its trial and its run
+        html = Path(client.download_artifacts(parent.info.run_id, "pareto_front.html", str(tmp_path / "dl"))).read_text()
+        assert "plotly" in html
+        for run in client.search_runs([eid], filter_string=FRONT_FILTER):
+            assert f"trial {run.data.tags['trial_number']}" in html and run.info.run_id in html
+    for shot in ("mlflow_ui_parent.png", "mlflow_ui_artifacts.png", "mlflow_ui_front.png"):
+        assert (shots / shot).stat().st_size > 10_000
