@@ -87,11 +87,15 @@ def plot_front(trials: list[FrozenTrial], front: list[FrozenTrial], budget: floa
     import matplotlib.pyplot as plt
 
     evaluated = [t for t in trials if t.user_attrs.get("evaluated")]
+    full, subset = by_fidelity(evaluated)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     skipped = len(trials) - len(evaluated)
-    label = f"evaluated trials ({len(evaluated)})" + (f"; {skipped} missed the budget, not evaluated" if skipped else "")
-    ax.scatter([100 * t.values[1] for t in evaluated], [100 * t.values[0] for t in evaluated], s=18, c="tab:blue",
+    label = f"evaluated trials ({len(full)})" + (f"; {skipped} missed the budget, not evaluated" if skipped else "")
+    ax.scatter([100 * t.values[1] for t in full], [100 * t.values[0] for t in full], s=18, c="tab:blue",
                alpha=0.6, label=label)
+    if subset:
+        ax.scatter([100 * t.values[1] for t in subset], [100 * t.values[0] for t in subset], s=18, facecolors="none",
+                   edgecolors="tab:gray", label=f"scored on the validation subset only ({len(subset)})")
     if front:
         ax.plot([100 * t.values[1] for t in front], [100 * t.values[0] for t in front], "-o", c="tab:red", ms=5,
                 label=f"Pareto front ({len(front)})")
@@ -111,6 +115,12 @@ def plot_front(trials: list[FrozenTrial], front: list[FrozenTrial], budget: floa
     return path
 
 
+def by_fidelity(trials: list[FrozenTrial]) -> tuple[list[FrozenTrial], list[FrozenTrial]]:
+    """``trials`` split into those scored at full fidelity and those scored on the validation subset only."""
+    full = [t for t in trials if t.user_attrs.get(FIDELITY_ATTR, FULL) == FULL]
+    return full, [t for t in trials if t.user_attrs.get(FIDELITY_ATTR, FULL) != FULL]
+
+
 def _percent(fraction: float) -> str:
     return f"{100 * fraction:.2f}%"
 
@@ -127,9 +137,12 @@ def interactive_front(trials: list[FrozenTrial], front: list[FrozenTrial], budge
     """The front as a plotly figure: all evaluated trials, the front as a line, the budget; hover for details."""
     import plotly.graph_objects as go
 
-    evaluated = [t for t in trials if t.user_attrs.get("evaluated")]
+    full, subset = by_fidelity([t for t in trials if t.user_attrs.get("evaluated")])
     fig = go.Figure()
-    for shown, name, style in ((evaluated, f"evaluated trials ({len(evaluated)})", {"mode": "markers"}),
+    subset_trace = (subset, f"scored on the validation subset only ({len(subset)})",
+                    {"mode": "markers", "marker": {"symbol": "circle-open", "color": "gray"}})
+    for shown, name, style in ((full, f"evaluated trials ({len(full)})", {"mode": "markers"}),
+                               *((subset_trace,) if subset else ()),
                                (front, f"Pareto front ({len(front)})", {"mode": "lines+markers"})):
         fig.add_trace(go.Scatter(x=[100 * t.values[1] for t in shown], y=[100 * t.values[0] for t in shown], name=name,
                                  hovertext=[hover_text(t) for t in shown], hoverinfo="text", **style))
