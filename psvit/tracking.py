@@ -107,11 +107,28 @@ def end_run(run_id: str, status: str = "FINISHED") -> None:
 
 def child_runs_tagged(parent_run_id: str, key: str, value: str) -> set[str]:
     """Ids of the child runs of ``parent_run_id`` whose tag ``key`` is ``value`` (one search query)."""
+    return {r.info.run_id for r in _child_runs(parent_run_id, f"tags.`{key}` = '{value}'")}
+
+
+def _child_runs(parent_run_id: str, condition: str) -> list[Any]:
+    """The child runs of ``parent_run_id`` that meet an MLflow search ``condition`` (one search query)."""
     client = import_mlflow().MlflowClient()
     experiment_id = client.get_run(parent_run_id).info.experiment_id
-    found = client.search_runs([experiment_id], max_results=50000, filter_string=(
-        f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.`{key}` = '{value}'"))
-    return {r.info.run_id for r in found}
+    return client.search_runs([experiment_id], max_results=50000,
+                              filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and {condition}")
+
+
+def start_child_run(parent_run_id: str, name: str, tags: Mapping[str, Any]) -> str:
+    """Create a RUNNING child run of ``parent_run_id`` without making it this process's active run; its id."""
+    client = import_mlflow().MlflowClient()
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    tags = {**{k: str(v) for k, v in tags.items()}, "mlflow.parentRunId": parent_run_id}
+    return client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+
+
+def running_child_runs(parent_run_id: str) -> dict[str, dict[str, str]]:
+    """The child runs of ``parent_run_id`` still RUNNING: run id -> tags (one search query)."""
+    return {r.info.run_id: r.data.tags for r in _child_runs(parent_run_id, "attributes.status = 'RUNNING'")}
 
 
 def log_artifact(path: str | Path, run_id: str | None = None, artifact_path: str | None = None) -> None:

@@ -1,4 +1,5 @@
-"""Layer-wise sensitivity analysis, cached by base checkpoint + data split + grid + importance + constraints."""
+"""Layer-wise sensitivity analysis, cached by base checkpoint + data split + grid + importance + constraints
+(computed once when several processes ask at once: :func:`psvit.cache.load_or_make`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from psvit.allocation.budget import MemoryModel
+from psvit.cache import atomic_path, load_or_make
 from psvit.prune import Group, PruneConstraints
 from psvit.sensitivity.analysis import SensitivitySettings, recalibrated, run_sensitivity
 from psvit.sensitivity.table import SensitivityTable
@@ -29,14 +31,13 @@ def get_sensitivity(
     """The cached sensitivity table for these inputs, or a fresh analysis (then cached); and whether cached."""
     key = config_hash(base.path.name, data_cfg, [g.name for g in groups], asdict(constraints), asdict(settings))
     path = Path(cache_dir).expanduser() / f"sensitivity-{key}.json"
-    if path.is_file():
-        return SensitivityTable.from_json(path), True
-    table = run_sensitivity(
-        base.model, base.splits, groups, memory, constraints, settings, base_val_acc=base.val_acc, progress=progress
-    )
-    table.meta = {"key": key, "base": base.path.name, "settings": asdict(settings)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    table.to_json(tmp)
-    tmp.replace(path)
-    return table, False
+
+    def make() -> SensitivityTable:
+        table = run_sensitivity(base.model, base.splits, groups, memory, constraints, settings,
+                                base_val_acc=base.val_acc, progress=progress)
+        table.meta = {"key": key, "base": base.path.name, "settings": asdict(settings)}
+        with atomic_path(path) as tmp:
+            table.to_json(tmp)
+        return table
+
+    return load_or_make(path, SensitivityTable.from_json, make, "sensitivity table")

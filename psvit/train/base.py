@@ -2,11 +2,13 @@
 
 The cache key hashes the model, data and training configs and the seed, so the search, the sensitivity
 analysis and the prune command never retrain an identical base. A base can also start from an official
-Spikformer checkpoint (``model.checkpoint``), in which case it is only evaluated.
+Spikformer checkpoint (``model.checkpoint``), in which case it is only evaluated. Processes started together
+on an empty cache train it once (:func:`psvit.cache.load_or_make`): the others wait for it and load it.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -18,6 +20,7 @@ import torch
 from torch import nn
 
 from psvit import checkpoint
+from psvit.cache import load_or_make
 from psvit.data import DataSplits, build_splits
 from psvit.models import create_model
 from psvit.train.loop import evaluate, seed_everything, train_model
@@ -37,6 +40,12 @@ class BaseModel:
     test_acc: float
     from_cache: bool
     train_seconds: float
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """A content hash of the base checkpoint file: what identifies the weights a study's trials prune."""
+        with self.path.open("rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
 
     @property
     def model_name(self) -> str:
@@ -83,26 +92,31 @@ def get_base_model(
     source = model_cfg.get("checkpoint")
     key = config_hash(model_cfg.get("name", "spikformer"), arch, data_cfg, train_cfg if not source else str(source), seed)
     path = Path(cache_dir).expanduser() / f"base-{key}.pt"
-    if path.is_file():
+
+    def load(path: Path) -> BaseModel:
         meta = checkpoint.read(path)["meta"]
         model = checkpoint.load(path, device="cpu")
         return BaseModel(model, splits, path, meta["val_acc"], meta["test_acc"], True, meta["train_seconds"])
 
-    seed_everything(seed)
-    model = create_model(model_cfg.get("name", "spikformer"), **arch)
-    start = time.perf_counter()
-    if source:
-        checkpoint.load_official_weights(model, source, trust_pickle=bool(model_cfg.get("trust_pickle", False)))
-    else:
-        train_model(model, splits.train, seed=seed, device=device, progress=progress, desc="train base", **train_cfg)
-    train_seconds = time.perf_counter() - start
-    model = model.cpu().eval()
-    val_acc = evaluate(model, splits.val, device=device)
-    test_acc = evaluate(model, splits.test, device=device)
-    model.cpu()
-    meta = {"val_acc": val_acc, "test_acc": test_acc, "train_seconds": train_seconds, "key": key}
-    checkpoint.save(model, path, meta=meta)
-    return BaseModel(model, splits, path, val_acc, test_acc, False, train_seconds)
+    def make() -> BaseModel:
+        seed_everything(seed)
+        model = create_model(model_cfg.get("name", "spikformer"), **arch)
+        start = time.perf_counter()
+        if source:
+            checkpoint.load_official_weights(model, source, trust_pickle=bool(model_cfg.get("trust_pickle", False)))
+        else:
+            train_model(model, splits.train, seed=seed, device=device, progress=progress, desc="train base",
+                        **train_cfg)
+        train_seconds = time.perf_counter() - start
+        model = model.cpu().eval()
+        val_acc = evaluate(model, splits.val, device=device)
+        test_acc = evaluate(model, splits.test, device=device)
+        model.cpu()
+        meta = {"val_acc": val_acc, "test_acc": test_acc, "train_seconds": train_seconds, "key": key}
+        checkpoint.save(model, path, meta=meta)
+        return BaseModel(model, splits, path, val_acc, test_acc, False, train_seconds)
+
+    return load_or_make(path, load, make, "base model")[0]
 
 
 def sample_images(splits: DataSplits, n: int = 64) -> torch.Tensor:
