@@ -130,7 +130,8 @@ def test_kill_9_mid_trial_then_immediate_rerun_completes_the_study(warm_cache: P
     st = load(tmp_path, "k9")
     assert st.trials[killed].state == TrialState.RUNNING  # what the killed worker leaves behind
     _, children = child_runs(tmp_path)
-    assert [c.info.status for c in children if c.data.tags["trial_number"] == str(killed)] == ["RUNNING"]
+    (run,) = [c for c in children if c.data.tags["trial_number"] == str(killed)]
+    assert run.info.status == "RUNNING" and run.data.tags["state"] == "RUNNING"  # not COMPLETE before Optuna's commit
 
     rerun = search(warm_cache, tmp_path, "search.study_name=k9", *SLOW_TRIALS, "search.n_trials=3")
     assert rerun.returncode == 0, rerun.stderr

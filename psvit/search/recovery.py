@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import socket
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,6 @@ def _pid_namespace() -> str:
         return ""
 
 
-@cache
 def this_worker() -> dict[str, Any]:
     """This process, as recorded on the trials it runs."""
     me = _process(os.getpid())
