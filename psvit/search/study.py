@@ -47,8 +47,7 @@ def make_storage(url: str, heartbeat_interval: int = 10, grace_period: int = 30)
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {}
     try:
         return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-                          grace_period=grace_period,
-                          heartbeat_stale_trial_callback=retry)
+                          grace_period=grace_period, heartbeat_stale_trial_callback=retry)
     except Exception as exc:
         raise ConfigError(f"cannot open Optuna storage {url!r}: {str(exc).splitlines()[0]}") from None
 
