@@ -228,6 +228,30 @@ def test_a_failing_trial_fails_alone_and_ctrl_c_stops_the_worker(tmp_path: Path)
     assert len(study.trials) == 4 + MAX_FAILURES_IN_A_ROW + 1
 
 
+def test_a_worker_takes_over_dead_workers_trials_before_it_stops(tmp_path: Path) -> None:
+    """Two trials left RUNNING by dead workers: one on this host (failed at once), one elsewhere (failed once its
+    heartbeat is ``grace_period`` old, while this worker waits). Both are run again; the study ends complete."""
+    storage = make_storage(f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(study_name="takeover", storage=storage, directions=["maximize"])
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1)"])
+    dead_here = {**this_worker(), "pid": child.pid, "start": _process(child.pid)[1]}
+    child.wait()
+    here, elsewhere = study.ask(), study.ask()
+    for trial, worker in ((here, dead_here), (elsewhere, {**this_worker(), "host": "elsewhere"})):
+        trial.suggest_float("x", 0, 1)
+        trial.set_user_attr(WORKER_ATTR, worker)
+    storage.record_heartbeat(elsewhere._trial_id)
+
+    ran = run_trials(study, lambda trial: trial.suggest_float("x", 0, 1), 2, poll_seconds=0.2)
+    assert ran == 2
+    states = {t.number: t.state for t in study.trials}
+    assert states[here.number] == states[elsewhere.number] == TrialState.FAIL
+    retries = {t.system_attrs["failed_trial"]: t for t in study.trials if t.state == TrialState.COMPLETE}
+    assert sorted(retries) == [here.number, elsewhere.number]
+    assert all(retries[t.number].params == t.params for t in (here, elsewhere))
+    assert TrialState.RUNNING not in states.values()
+
+
 def test_a_dead_process_on_this_host_is_recognised(tmp_path: Path) -> None:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
