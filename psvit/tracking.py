@@ -150,10 +150,27 @@ def experiment_of(run_id: str) -> str:
 
 def child_runs_tagged(experiment_id: str, parent_run_id: str, key: str, value: str) -> set[str]:
     """Ids of the child runs of ``parent_run_id`` whose tag ``key`` is ``value`` (one search query)."""
-    client = import_mlflow().MlflowClient()
-    found = client.search_runs([experiment_id], max_results=50000, filter_string=(
-        f"tags.`mlflow.parentRunId` = '{parent_run_id}' and tags.`{key}` = '{value}'"))
-    return {r.info.run_id for r in found}
+    return {r.info.run_id for r in _child_runs(experiment_id, parent_run_id, f"tags.`{key}` = '{value}'")}
+
+
+def _child_runs(experiment_id: str, parent_run_id: str, condition: str) -> list[Any]:
+    """The child runs of ``parent_run_id`` that meet an MLflow search ``condition`` (one search query)."""
+    return import_mlflow().MlflowClient().search_runs(
+        [experiment_id], max_results=50000,
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and {condition}")
+
+
+def start_child_run(parent_run_id: str, name: str, tags: Mapping[str, Any]) -> str:
+    """Create a RUNNING child run of ``parent_run_id`` without making it this process's active run; its id."""
+    tags = {**{k: str(v) for k, v in tags.items()}, "mlflow.parentRunId": parent_run_id}
+    return import_mlflow().MlflowClient().create_run(experiment_of(parent_run_id), run_name=name,
+                                                     tags=tags).info.run_id
+
+
+def running_child_runs(parent_run_id: str) -> dict[str, dict[str, str]]:
+    """The child runs of ``parent_run_id`` still RUNNING: run id -> tags (one search query)."""
+    runs = _child_runs(experiment_of(parent_run_id), parent_run_id, "attributes.status = 'RUNNING'")
+    return {r.info.run_id: r.data.tags for r in runs}
 
 
 def log_artifact(path: str | Path, run_id: str | None = None, artifact_path: str | None = None) -> None:

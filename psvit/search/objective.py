@@ -10,8 +10,8 @@ or evaluation (constraint value positive, accuracy 0, ``evaluated=false``). A sa
 an already evaluated trial's is not evaluated again: it takes that trial's results (``duplicate_of``). Both
 cost ~no time, and the benchmark counts both as wasted. Feasible new shapes are pruned, BatchNorm-recalibrated,
 optionally fine-tuned for a few recovery epochs, and scored on the **validation** split; the trial records
-``eval_seconds`` (prune to cost report). Each finished trial becomes one nested MLflow run under the search's
-parent run.
+``eval_seconds`` (prune to cost report). Each trial is one nested MLflow run under the search's parent run
+(:mod:`psvit.search.trial_runs`), and records the worker running it and the base checkpoint's content hash.
 """
 
 from __future__ import annotations
@@ -29,12 +29,16 @@ from psvit import tracking
 from psvit.allocation import kept_fractions, repair_to_budget
 from psvit.cost import cost_report
 from psvit.search.fidelity import FIDELITY_ATTR, FULL, SUBSET, SUBSET_ACC_ATTR, Fidelity
+from psvit.search.recovery import WORKER_ATTR, this_worker
 from psvit.search.space import RATIOS_ATTR, SearchSpace, trial_ratios
+from psvit.search.trial_runs import TrialRuns
 from psvit.train.base import sample_images
 from psvit.train.loop import evaluate, train_model
 from psvit.workflow import Setup, pruned_model, recalibrate
 
 BUDGET_CONSTRAINT = "memory_budget"
+#: The trial user attribute holding the SHA-256 of the base checkpoint the trial pruned.
+BASE_ATTR = "base_sha256"
 
 
 @contextmanager
@@ -54,8 +58,7 @@ class TrialObjective:
     setup: Setup
     space: SearchSpace
     budget: float | None
-    parent_run_id: str
-    study_name: str
+    runs: TrialRuns
     recovery_epochs: int = 0
     energy_objective: bool = False
     latency_repeats: int = 3
@@ -67,8 +70,19 @@ class TrialObjective:
         self.val_subset = self.setup.base.splits.val_subset(self.fidelity.subset, self.setup.cfg.seed)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
+        base = self.setup.base.sha256
+        trial.set_user_attr(WORKER_ATTR, this_worker())
+        trial.set_user_attr(BASE_ATTR, base)
+        ratios = self.space.suggest(trial)  # first: a retry of this trial needs its parameters
+        run_id = self.runs.open(trial, **{f"psvit.{BASE_ATTR}": base})
+        try:
+            return self._run(trial, ratios, run_id)
+        except Exception as exc:  # Optuna records the trial FAIL; the run says why
+            tracking.set_tags({"error": f"{type(exc).__name__}: {exc}"[:5000]}, run_id=run_id)
+            raise
+
+    def _run(self, trial: optuna.Trial, ratios: dict[str, float], run_id: str) -> tuple[float, ...]:
         s = self.setup
-        ratios = self.space.suggest(trial)
         if self.repair and self.budget is not None and trial.number >= self.n_priors:
             ratios = repair_to_budget(s.memory, ratios, self.budget)
         ratios = kept_fractions(s.memory, ratios, list(ratios))
@@ -77,7 +91,6 @@ class TrialObjective:
         if self.budget is not None:
             trial.set_constraint(BUDGET_CONSTRAINT, self.budget - saving)
         feasible = self.budget is None or saving >= self.budget
-        config = s.memory.config(ratios)
         metrics = {"memory_saving": saving, "weight_bytes": s.memory.bytes(ratios)}
         twin = self._evaluated_twin(trial, ratios) if feasible else None
         if twin is not None:
@@ -93,8 +106,12 @@ class TrialObjective:
                                             if k not in ("memory_saving", "weight_bytes")})
         evaluated = feasible and twin is None
         trial.set_user_attr("evaluated", evaluated)
-        run_id = self._log(trial, ratios, config, metrics, feasible, evaluated)
-        trial.set_user_attr("mlflow_run_id", run_id)
+        config = s.memory.config(ratios)
+        widths = {k: v for k, v in config.items() if k.endswith("_dims") or k == "embed_dim"}
+        tracking.log_params({"ratio": ratios, "width": widths}, run_id=run_id)
+        tracking.log_metrics(metrics, run_id=run_id)
+        tracking.set_tags({"feasible": str(feasible).lower(), "evaluated": str(evaluated).lower(),
+                           "fidelity": trial.user_attrs.get(FIDELITY_ATTR, "none")}, run_id=run_id)
         values = (metrics.get("val_acc", 0.0), saving)
         return values + ((-metrics.get("energy_mj", 0.0),) if self.energy_objective else ())
 
@@ -145,16 +162,3 @@ class TrialObjective:
                  for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
                  if t.number != trial.number and SUBSET_ACC_ATTR in t.user_attrs]
         return self.fidelity.promotes(score, saving, peers, constrained=self.budget is not None)
-
-    def _log(self, trial: optuna.Trial, ratios: dict[str, float], config: dict, metrics: dict[str, float],
-             feasible: bool, evaluated: bool) -> str:
-        widths = {k: v for k, v in config.items() if k.endswith("_dims") or k == "embed_dim"}
-        with tracking.run(self.setup.cfg.mlflow.tracking_uri, self.setup.cfg.mlflow.experiment,
-                          f"trial-{trial.number}", parent_run_id=self.parent_run_id,
-                          tags={"psvit.study": self.study_name, "trial_number": trial.number,
-                                "state": "COMPLETE", "feasible": str(feasible).lower(), "pareto": "false",
-                                "evaluated": str(evaluated).lower(),
-                                "fidelity": trial.user_attrs.get(FIDELITY_ATTR, "none")}) as active:
-            tracking.log_params({"ratio": ratios, "width": widths})
-            tracking.log_metrics(metrics)
-        return active.info.run_id

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
@@ -15,13 +16,14 @@ from psvit.cli import config_sections
 from psvit.errors import PsvitError
 from psvit.search.fidelity import Fidelity
 from psvit.search.front import front_trials, update_front
-from psvit.search.objective import TrialObjective
+from psvit.search.objective import BASE_ATTR, TrialObjective
 from psvit.search.priors import prior_allocations
 from psvit.search.runs import parent_run
 from psvit.search.samplers import STRATEGY_SAMPLERS, PriorFirstSampler, base_sampler
 from psvit.search.guided import GuidedSampler
 from psvit.search.space import SearchSpace, trial_ratios
-from psvit.search.study import count, make_storage, open_study, run_trials
+from psvit.search.study import check_identity, count, make_storage, open_study, run_trials
+from psvit.search.trial_runs import TrialRuns
 from psvit.train.base import config_hash
 from psvit.workflow import Finished, Setup, finish, sensitivity, setup, write_sensitivity
 
@@ -64,17 +66,19 @@ class SearchSession:
         n_objectives = 3 if sc.energy_objective else 2
         study = open_study(name, make_storage(sc.storage, sc.heartbeat_interval, sc.grace_period), sampler,
                            n_objectives)
+        check_identity(study, name, study_identity(cfg, s, budget, space))
         parent_id, created = parent_run(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, name)
         if created:
             tracking.log_params({"config": OmegaConf.to_container(cfg, resolve=True), "budget": budget,
                                  "study_name": name}, run_id=parent_id)
             tracking.log_metrics({"base_val_acc": s.base.val_acc, "base_test_acc": s.base.test_acc,
                                   "base_weight_bytes": s.memory.base_bytes}, run_id=parent_id)
+            tracking.set_tags({f"psvit.{BASE_ATTR}": s.base.sha256}, run_id=parent_id)
             out = Path(cfg.cache_dir).expanduser() / f"sensitivity-artifacts-{name}"
             for f in write_sensitivity(table, out):
                 tracking.log_artifact(f, run_id=parent_id, artifact_path="sensitivity")
-        objective = TrialObjective(s, space, budget, parent_id, name, sc.recovery_epochs, sc.energy_objective,
-                                   sc.latency_repeats, len(priors), sc.repair, fidelity)
+        objective = TrialObjective(s, space, budget, TrialRuns(parent_id, name), sc.recovery_epochs,
+                                   sc.energy_objective, sc.latency_repeats, len(priors), sc.repair, fidelity)
         n_trials = len(priors) if sc.sampler in STRATEGY_SAMPLERS else sc.n_trials
         return cls(cfg, budget, s, study, name, parent_id, objective, n_trials)
 
@@ -88,8 +92,13 @@ class SearchSession:
             bar.n = self.n_complete()
             bar.set_postfix(front=len(front))
 
+        runs = self.objective.runs
         try:
-            return run_trials(self.study, self.objective, self.n_trials, after_each=after_each)
+            return run_trials(self.study, self.objective, self.n_trials, callbacks=[runs.close],
+                              before_each=runs.reconcile, after_each=after_each)
+        except KeyboardInterrupt:
+            runs.abort(self.study)
+            raise
         finally:
             bar.close()
 
@@ -124,6 +133,18 @@ class SearchSession:
         tracking.log_text(done.row.markdown() + "\n", "result_row.md", run_id=pid)
         tracking.log_artifact(done.checkpoint, run_id=pid, artifact_path="final_model")
         return done, trial
+
+
+def study_identity(cfg: DictConfig, s: Setup, budget: float | None, space: SearchSpace) -> dict[str, Any]:
+    """What a study's trials mean, by readable name: reusing the study with any of it changed is refused."""
+    sc = cfg.search
+    return {
+        "budget": budget, "base model": s.base.sha256[:16], "search.sampler": sc.sampler, "search.priors": sc.priors,
+        "search.repair": sc.repair, "search.recovery_epochs": sc.recovery_epochs,
+        "search.energy_objective": sc.energy_objective, "groups": list(space.bounds), "search.step": space.step,
+        **{f"range of {g}": [round(lo, 6), round(hi, 6)] for g, (lo, hi) in space.bounds.items()},
+        **{f"prune.{k}": v for k, v in tracking.flat_params(config_sections(cfg, "prune")[0]).items()},
+    }
 
 
 def default_study_name(cfg: DictConfig, s: Setup, budget: float | None) -> str:

@@ -1,4 +1,5 @@
-"""Layer-wise sensitivity analysis, cached by base checkpoint + data split + grid + importance + constraints."""
+"""Layer-wise sensitivity analysis, cached by base checkpoint + data split + grid + importance + constraints
+(computed once when several processes ask at once: :func:`psvit.cache.load_or_make`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from psvit.allocation.budget import MemoryModel
+from psvit.cache import atomic_path, load_or_make
 from psvit.prune import Group, PruneConstraints
 from psvit.sensitivity.analysis import SensitivitySettings, recalibrated, run_sensitivity
 from psvit.sensitivity.table import SensitivityTable
@@ -38,16 +40,14 @@ def get_sensitivity(
 ) -> tuple[SensitivityTable, bool]:
     """The cached sensitivity table for these inputs, or a fresh analysis (then cached); and whether cached."""
     path = sensitivity_cache_path(base.path, groups, constraints, settings, data_cfg=data_cfg, cache_dir=cache_dir)
-    key = path.stem.removeprefix("sensitivity-")
-    if path.is_file():
-        return SensitivityTable.from_json(path), True
-    table = run_sensitivity(
-        base.model, base.splits, groups, memory, constraints, settings, base_val_acc=base.val_acc, compute=compute,
-        progress=progress,
-    )
-    table.meta = {"key": key, "base": base.path.name, "settings": asdict(settings)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    table.to_json(tmp)
-    tmp.replace(path)
-    return table, False
+
+    def make() -> SensitivityTable:
+        table = run_sensitivity(base.model, base.splits, groups, memory, constraints, settings,
+                                base_val_acc=base.val_acc, compute=compute, progress=progress)
+        table.meta = {"key": path.stem.removeprefix("sensitivity-"), "base": base.path.name,
+                      "settings": asdict(settings)}
+        with atomic_path(path) as tmp:
+            table.to_json(tmp)
+        return table
+
+    return load_or_make(path, SensitivityTable.from_json, make, "sensitivity table")

@@ -2,11 +2,13 @@
 
 The cache key hashes the model, data and training configs and the seed, so the search, the sensitivity
 analysis and the prune command never retrain an identical base. A base can also start from an official
-Spikformer checkpoint (``model.checkpoint``), in which case it is only evaluated.
+Spikformer checkpoint (``model.checkpoint``), in which case it is only evaluated. Processes started together
+on an empty cache train it once (:func:`psvit.cache.load_or_make`): the others wait for it and load it.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -18,6 +20,7 @@ import torch
 from torch import nn
 
 from psvit import checkpoint
+from psvit.cache import load_or_make
 from psvit.data import DataSplits, build_splits
 from psvit.errors import ConfigError
 from psvit.models import create_model
@@ -39,6 +42,11 @@ class BaseModel:
     test_acc: float
     from_cache: bool
     train_seconds: float
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """A content hash of the base checkpoint file: what identifies the weights a study's trials prune."""
+        return file_hash(self.path)
 
     @property
     def model_name(self) -> str:
@@ -117,27 +125,31 @@ def get_base_model(
     weights = model_cfg.get("weights", "auto")
     path = base_cache_path(model_cfg, data_cfg, train_cfg, splits, seed=seed, cache_dir=cache_dir)
     key = path.stem.removeprefix("base-")
-    if path.is_file():
+
+    def load(path: Path) -> BaseModel:
         meta = checkpoint.read(path)["meta"]
         model = checkpoint.load(path, device=compute.device)
         return BaseModel(model, splits, path, meta["val_acc"], meta["test_acc"], True, meta["train_seconds"])
 
-    seed_everything(seed)
-    model = create_model(model_cfg.get("name", "spikformer"), **arch)
-    start = time.perf_counter()
-    if source:
-        taken = checkpoint.load_official_weights(model, source, trust_pickle=bool(model_cfg.get("trust_pickle", False)),
-                                                 weights=weights)
-        print(f"base weights: {taken} of {source}")
-    else:
-        train_model(model, splits.train, seed=seed, compute=compute, progress=progress, desc="train base",
-                    **train_cfg)
-    train_seconds = time.perf_counter() - start
-    val_acc = evaluate(model, splits.val, compute)
-    test_acc = evaluate(model, splits.test, compute)
-    meta = {"val_acc": val_acc, "test_acc": test_acc, "train_seconds": train_seconds, "key": key}
-    checkpoint.save(model, path, meta=meta)
-    return BaseModel(model.eval(), splits, path, val_acc, test_acc, False, train_seconds)
+    def make() -> BaseModel:
+        seed_everything(seed)
+        model = create_model(model_cfg.get("name", "spikformer"), **arch)
+        start = time.perf_counter()
+        if source:
+            taken = checkpoint.load_official_weights(model, source, weights=weights,
+                                                     trust_pickle=bool(model_cfg.get("trust_pickle", False)))
+            print(f"base weights: {taken} of {source}")
+        else:
+            train_model(model, splits.train, seed=seed, compute=compute, progress=progress, desc="train base",
+                        **train_cfg)
+        train_seconds = time.perf_counter() - start
+        val_acc = evaluate(model, splits.val, compute)
+        test_acc = evaluate(model, splits.test, compute)
+        meta = {"val_acc": val_acc, "test_acc": test_acc, "train_seconds": train_seconds, "key": key}
+        checkpoint.save(model, path, meta=meta)
+        return BaseModel(model.eval(), splits, path, val_acc, test_acc, False, train_seconds)
+
+    return load_or_make(path, load, make, "base model")[0]
 
 
 def sample_images(splits: DataSplits, n: int = 64, device: torch.device | str = "cpu") -> torch.Tensor:
