@@ -22,7 +22,8 @@ from torch import nn
 
 from psvit.errors import ConfigError
 from psvit.models.lif import lif
-from psvit.models.registry import Analytics, register_analytics, register_model
+from psvit.models.channels import Group, Spikes, consumer, producer, unused
+from psvit.models.registry import register_model
 
 VARIANTS = ("cifar", "imagenet")
 #: Stem stages followed by MaxPool2d(3, 2, 1), per variant (stage 3 is the last, embed_dim-wide one).
@@ -238,7 +239,65 @@ def resolve_config(
     }
 
 
-@register_model("spikformer")
+def spikformer_groups(cfg: dict[str, Any]) -> list[Group]:
+    """Prunable widths of a resolved config: ``sps.stage{0,1,2}``, ``embed`` (the residual stream: last stem
+    stage, rpe, every block's q/k/v input, proj output, fc1 input, fc2 output, the head input and the unused
+    LayerNorms), then per block ``block{i}.attn.qk`` (q and k, per head), ``block{i}.attn.v`` (per head, with
+    proj's input) and ``block{i}.mlp``."""
+    cifar = cfg["variant"] == "cifar"
+    op = "linear" if cifar else "conv"  # q/k/v/proj/fc layers are Linear (cifar) or 1x1 Conv (imagenet)
+    qkv_bias = cifar  # the imagenet q/k/v convs have no bias
+    token_axis = 3 if cifar else 2  # channel axis of block outputs: (T, B, N, C) or (T, B, C, H, W)
+    heads = cfg["num_heads"]
+    sps = "patch_embed"
+    stage = ["", "1", "2", "3"]  # module-name suffix of stem stage j
+
+    groups = [
+        Group(
+            f"sps.stage{j}", "sps", cfg["sps_dims"][j], 1, "sps_dims", j,
+            (*producer(f"{sps}.proj_conv{stage[j]}", f"{sps}.proj_bn{stage[j]}", False),
+             consumer(f"{sps}.proj_conv{stage[j + 1]}")),
+            (Spikes(f"{sps}.proj_lif{stage[j]}", 2),),
+        )
+        for j in range(3)
+    ]
+    embed = [*producer(f"{sps}.proj_conv3", f"{sps}.proj_bn3", False), consumer(f"{sps}.rpe_conv"),
+             *producer(f"{sps}.rpe_conv", f"{sps}.rpe_bn", False)]
+    embed_spikes = [Spikes(f"{sps}.proj_lif3", 2), Spikes(f"{sps}.rpe_lif", 2)]
+    blocks = []
+    for i in range(cfg["depth"]):
+        attn, mlp = f"block.{i}.attn", f"block.{i}.mlp"
+        embed += [*unused(f"block.{i}.norm1"), *unused(f"block.{i}.norm2")]
+        embed += [consumer(f"{attn}.{name}_{op}") for name in "qkv"]
+        embed += [*producer(f"{attn}.proj_{op}", f"{attn}.proj_bn", True), consumer(f"{mlp}.fc1_{op}")]
+        embed += producer(f"{mlp}.fc2_{op}", f"{mlp}.fc2_bn", True)
+        embed_spikes += [Spikes(f"{attn}.proj_lif", token_axis), Spikes(f"{mlp}.fc2_lif", token_axis)]
+        qk = [s for name in "qk" for s in producer(f"{attn}.{name}_{op}", f"{attn}.{name}_bn", qkv_bias)]
+        blocks += [
+            Group(f"block{i}.attn.qk", "qk", cfg["qk_dims"][i], heads, "qk_dims", i, tuple(qk),
+                  (Spikes(f"{attn}.q_lif", 3), Spikes(f"{attn}.k_lif", 3))),
+            Group(f"block{i}.attn.v", "v", cfg["v_dims"][i], heads, "v_dims", i,
+                  (*producer(f"{attn}.v_{op}", f"{attn}.v_bn", qkv_bias), consumer(f"{attn}.proj_{op}")),
+                  (Spikes(f"{attn}.attn_lif", 3),)),
+            Group(f"block{i}.mlp", "mlp", cfg["mlp_dims"][i], 1, "mlp_dims", i,
+                  (*producer(f"{mlp}.fc1_{op}", f"{mlp}.fc1_bn", True), consumer(f"{mlp}.fc2_{op}")),
+                  (Spikes(f"{mlp}.fc1_lif", token_axis),)),
+        ]
+    embed.append(consumer("head"))
+    groups.append(Group("embed", "embed", cfg["embed_dim"], 1, "embed_dim", None, tuple(embed), tuple(embed_spikes)))
+    return groups + blocks
+
+
+@register_model(
+    "spikformer",
+    resolve_config=resolve_config,
+    groups=spikformer_groups,
+    kinds=("sps", "embed", "qk", "v", "mlp"),
+    # the first stem conv sees pixels; the head sees time-averaged features
+    analog_layers=("patch_embed.proj_conv", "head"),
+    # SSA computes q @ (k^T @ v): k^T @ v first (k's spikes are its binary operand), then q @ (...)
+    matmuls={"kv_matmul": "k_lif", "qkv_matmul": "q_lif"},
+)
 class Spikformer(nn.Module):
     """Spikformer with explicit per-layer widths. ``self.config`` rebuilds the model via ``create_model``."""
 
@@ -273,82 +332,3 @@ class Spikformer(nn.Module):
         """
         x = x.unsqueeze(0).repeat(self.T, 1, 1, 1, 1)
         return self.forward_head(self.forward_features(x))
-
-
-# ==============================================================================================================
-# Analytic costs: closed-form functions of the config alone (no model built), used by psvit.cost.
-# Counts are per image and per time step; only conv / linear / attention-matmul MACs (BN, LIF, pooling and
-# residual additions are not counted).
-# ==============================================================================================================
-
-#: Layers fed by analog values: the first stem conv (pixels) and the head (time-averaged features).
-ANALOG_LAYERS = ("patch_embed.proj_conv", "head")
-#: Attention matmul key -> the LIF whose output spikes are its binary operand (k for k^T@v, q for q@(k^T v)).
-MATMUL_OPERANDS = {"kv_matmul": "k_lif", "qkv_matmul": "q_lif"}
-
-
-def _dense(fan_in: int, fan_out: int, bias: bool) -> int:
-    """Parameters of a linear / 1x1 conv layer."""
-    return fan_in * fan_out + (fan_out if bias else 0)
-
-
-def _pooled(size: int) -> int:
-    """Output size of ``MaxPool2d(3, 2, 1)``."""
-    return (size + 2 - 3) // 2 + 1
-
-
-def param_count(config: dict[str, Any], include_unused_norms: bool = True) -> int:
-    """Number of parameters (not buffers); the never-used ``norm1``/``norm2`` LayerNorms are optional."""
-    cfg = resolve_config(**config)
-    dim = cfg["embed_dim"]
-    widths = [cfg["in_channels"], *cfg["sps_dims"], dim, dim]  # four stem stages, then the rpe conv
-    total = sum(9 * c_in * c_out + 2 * c_out for c_in, c_out in zip(widths, widths[1:]))  # 3x3 conv + BN
-    qkv_bias = cfg["variant"] == "cifar"
-    for qk, v, hidden in zip(cfg["qk_dims"], cfg["v_dims"], cfg["mlp_dims"]):
-        total += sum(_dense(dim, w, qkv_bias) + 2 * w for w in (qk, qk, v))
-        total += _dense(v, dim, True) + 2 * dim
-        total += _dense(dim, hidden, True) + 2 * hidden + _dense(hidden, dim, True) + 2 * dim
-        total += 4 * dim if include_unused_norms else 0
-    return total + _dense(dim, cfg["num_classes"], True)
-
-
-def layer_macs(config: dict[str, Any]) -> dict[str, int]:
-    """MACs per image and time step, keyed by module name, plus ``block.i.attn.kv_matmul`` (k^T@v) and
-    ``block.i.attn.qkv_matmul`` (q@(k^T v)), each ``heads * N * (qk_dim/heads) * (v_dim/heads)``."""
-    cfg = resolve_config(**config)
-    dim, heads, variant = cfg["embed_dim"], cfg["num_heads"], cfg["variant"]
-    kind = "linear" if variant == "cifar" else "conv"
-    widths = [cfg["in_channels"], *cfg["sps_dims"], dim]
-    size = cfg["img_size"]
-    macs: dict[str, int] = {}
-    for i in range(4):
-        macs[f"patch_embed.proj_conv{'' if i == 0 else i}"] = size * size * 9 * widths[i] * widths[i + 1]
-        if i in POOLED_STAGES[variant]:
-            size = _pooled(size)
-    tokens = size * size
-    macs["patch_embed.rpe_conv"] = tokens * 9 * dim * dim
-    for b, (qk, v, hidden) in enumerate(zip(cfg["qk_dims"], cfg["v_dims"], cfg["mlp_dims"])):
-        attn, mlp = f"block.{b}.attn.", f"block.{b}.mlp."
-        macs[f"{attn}q_{kind}"] = macs[f"{attn}k_{kind}"] = tokens * dim * qk
-        macs[f"{attn}v_{kind}"] = tokens * dim * v
-        macs[f"{attn}kv_matmul"] = macs[f"{attn}qkv_matmul"] = tokens * qk * v // heads
-        macs[f"{attn}proj_{kind}"] = tokens * v * dim
-        macs[f"{mlp}fc1_{kind}"] = macs[f"{mlp}fc2_{kind}"] = tokens * dim * hidden
-    macs["head"] = dim * cfg["num_classes"]
-    return macs
-
-
-def spike_probes(config: dict[str, Any]) -> dict[str, tuple[str, str]]:
-    """Where each spike-driven layer's input firing rate is measured: a module's input, or for the attention
-    matmuls the output of the q/k LIF. The :data:`ANALOG_LAYERS` have no probe."""
-    probes: dict[str, tuple[str, str]] = {}
-    for key in layer_macs(config):
-        prefix, _, leaf = key.rpartition(".")
-        if leaf in MATMUL_OPERANDS:
-            probes[key] = (f"{prefix}.{MATMUL_OPERANDS[leaf]}", "output")
-        elif key not in ANALOG_LAYERS:
-            probes[key] = (key, "input")
-    return probes
-
-
-register_analytics("spikformer", Analytics(param_count, layer_macs, spike_probes))
