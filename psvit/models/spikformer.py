@@ -7,6 +7,10 @@ Two variants, as in the reference code:
 * ``imagenet``: SSA uses ``Conv1d(k=1)`` (q/k/v without bias) and the MLP ``Conv2d(1x1)`` + ``BatchNorm2d`` on
   channel-major ``(T, B, C, H, W)`` tensors; the stem max-pools after all four stages (patch 16).
 
+``stem_pool`` says where the stem max-pools: ``after_lif`` (the official code: on spikes) or ``before_lif`` (on
+BN outputs, as spikingjelly 2.0's own ``spikformer_ti``/``spikformer_s`` do; see
+:mod:`psvit.models.spikingjelly_convert`).
+
 Every width that structured pruning can change is an explicit constructor argument (``sps_dims``, ``qk_dims``,
 ``v_dims``, ``mlp_dims`` and ``embed_dim``), so a pruned model is an ordinary Spikformer described by its
 config. The defaults reproduce the unpruned architecture and the official ``state_dict`` layout.
@@ -28,6 +32,7 @@ from psvit.models.registry import register_model
 VARIANTS = ("cifar", "imagenet")
 #: Stem stages followed by MaxPool2d(3, 2, 1), per variant (stage 3 is the last, embed_dim-wide one).
 POOLED_STAGES = {"cifar": (2, 3), "imagenet": (0, 1, 2, 3)}
+STEM_POOL = ("after_lif", "before_lif")
 ATTN_SCALE = 0.125
 ATTN_LIF_THRESHOLD = 0.5
 
@@ -40,9 +45,10 @@ def _bn_tokens(bn: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
 class SPS(nn.Module):
     """Spiking Patch Splitting stem: four conv-BN-LIF stages, then a conv relative position embedding."""
 
-    def __init__(self, variant: str, in_channels: int, dims: Sequence[int]) -> None:
+    def __init__(self, variant: str, in_channels: int, dims: Sequence[int], stem_pool: str = "after_lif") -> None:
         super().__init__()
         self.variant = variant
+        self.pool_before_lif = stem_pool == "before_lif"
         widths = [in_channels, *dims]
         for i in range(4):
             sfx = "" if i == 0 else str(i)
@@ -62,9 +68,12 @@ class SPS(nn.Module):
         x = x.flatten(0, 1)
         for i in range(4):
             sfx = "" if i == 0 else str(i)
+            pooled = i in POOLED_STAGES[self.variant]
             x = getattr(self, f"proj_bn{sfx}")(getattr(self, f"proj_conv{sfx}")(x))
+            if pooled and self.pool_before_lif:
+                x = getattr(self, f"maxpool{sfx}")(x)
             x = getattr(self, f"proj_lif{sfx}")(x.reshape(T, B, *x.shape[1:])).flatten(0, 1)
-            if i in POOLED_STAGES[self.variant]:
+            if pooled and not self.pool_before_lif:
                 x = getattr(self, f"maxpool{sfx}")(x)
         x_feat = x
         x = self.rpe_bn(self.rpe_conv(x))
@@ -204,10 +213,13 @@ def resolve_config(
     qk_dims: Sequence[int] | None = None,
     v_dims: Sequence[int] | None = None,
     mlp_dims: Sequence[int] | None = None,
+    stem_pool: str = "after_lif",
 ) -> dict[str, Any]:
     """Validate a Spikformer config and fill in default widths; the result fully describes the model."""
     if variant not in VARIANTS:
         raise ConfigError(f"model.variant must be one of {VARIANTS}, got {variant!r}")
+    if stem_pool not in STEM_POOL:
+        raise ConfigError(f"model.stem_pool must be one of {STEM_POOL}, got {stem_pool!r}")
     expected_patch = 2 ** len(POOLED_STAGES[variant])
     if patch_size is None:
         patch_size = expected_patch
@@ -235,7 +247,7 @@ def resolve_config(
         "variant": variant, "img_size": int(img_size), "patch_size": int(patch_size),
         "embed_dim": int(embed_dim), "num_heads": int(num_heads), "mlp_ratio": float(mlp_ratio),
         "depth": int(depth), "T": int(T), "in_channels": int(in_channels), "num_classes": int(num_classes),
-        **widths,
+        "stem_pool": stem_pool, **widths,
     }
 
 
@@ -306,7 +318,8 @@ class Spikformer(nn.Module):
         cfg = resolve_config(**config)
         self.config = cfg
         self.T = cfg["T"]
-        self.patch_embed = SPS(cfg["variant"], cfg["in_channels"], [*cfg["sps_dims"], cfg["embed_dim"]])
+        self.patch_embed = SPS(cfg["variant"], cfg["in_channels"], [*cfg["sps_dims"], cfg["embed_dim"]],
+                               cfg["stem_pool"])
         self.block = nn.ModuleList(
             Block(cfg["variant"], cfg["embed_dim"], cfg["num_heads"], qk, v, m)
             for qk, v, m in zip(cfg["qk_dims"], cfg["v_dims"], cfg["mlp_dims"])
