@@ -8,6 +8,7 @@ from spikingjelly.activation_based import functional
 from spikingjelly.activation_based.model.spikformer import Spikformer as SJSpikformer
 from torch import nn
 
+import psvit
 from psvit.checkpoint import load_official_weights
 from psvit.errors import CheckpointError, ConfigError
 from psvit.models import create_model
@@ -84,3 +85,23 @@ def test_official_stem_order_is_refused_with_one_line(tmp_path) -> None:
     torch.save(_psvit_model(16).state_dict(), official)
     with pytest.raises(CheckpointError, match="not a spikingjelly"):
         load_official_weights(_psvit_model(16), official, checkpoint_format="spikingjelly")
+
+
+def test_cli_starts_from_a_spikingjelly_checkpoint(run_cli, tmp_path) -> None:
+    """``model.checkpoint=<spikingjelly file>``: detected, converted, evaluated and cached as a psvit model."""
+    torch.manual_seed(0)
+    sj = SJSpikformer(T=4, in_channels=1, img_size_h=16, img_size_w=16, patch_size=4, num_classes=10,
+                      embed_dims=32, num_heads=2, depths=2)
+    torch.save({"state_dict": sj.state_dict()}, tmp_path / "sj.pth")
+    out = run_cli("train", "model.embed_dim=32", "model.num_heads=2", "+model.stem_pool=before_lif",
+                  f"model.checkpoint={tmp_path / 'sj.pth'}", "progress=false", tiny=False).stdout
+    cached = next(line.split()[-1] for line in out.splitlines() if line.startswith("base model:"))
+    model = psvit.load(cached)
+    assert model.config["stem_pool"] == "before_lif" and model.config["variant"] == "cifar"
+    images = torch.rand(3, 1, 16, 16)
+    torch.testing.assert_close(_logits(model, images), _logits(sj.eval(), images).mean(0))
+    bad = run_cli("train", "model.embed_dim=32", "model.num_heads=2", f"model.checkpoint={tmp_path / 'sj.pth'}",
+                  "progress=false", tiny=False, check=False)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "error: a spikingjelly 2.0 Spikformer checkpoint needs a spikformer model with model.stem_pool=before_lif "
+        "(e.g. model=spikformer_sj_ti or spikformer_sj_s)"]
