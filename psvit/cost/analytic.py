@@ -38,12 +38,6 @@ DEFAULT_BYTES_PER_PARAM = 4
 Config = dict[str, Any]
 
 
-def _resolved(model_name: str, config: Config) -> tuple[Config, list[Group]]:
-    family = get_family(model_name)
-    resolved = family.resolve_config(**config)
-    return resolved, family.groups(resolved)
-
-
 def meta_model(model_name: str, config: Config) -> nn.Module:
     """The model ``model_name`` built from ``config`` on the ``meta`` device (shapes only)."""
     with torch.device("meta"):
@@ -53,60 +47,87 @@ def meta_model(model_name: str, config: Config) -> nn.Module:
 # -- parameters ------------------------------------------------------------------------------------------------
 
 
+Location = tuple[str, int | None]  # where a group's width is in a config: (key, index in its list or None)
+
+
 @dataclass(frozen=True)
-class _ParamShapes:
-    """Per parameter: the product of its width-independent axes, and the groups whose widths size the others."""
+class _Sizes:
+    """Parameter count of every config of one structure: a sum of constants times products of group widths."""
 
-    constant: tuple[int, ...]
-    sized_by: tuple[tuple[int, ...], ...]
+    locations: tuple[Location, ...]  #: per group (in group order), where its width is in the config
+    terms: tuple[tuple[int, tuple[int, ...]], ...]  #: (constant, indices of the groups whose widths multiply it)
 
-    def count(self, widths: list[int]) -> int:
-        return sum(c * math.prod(widths[g] for g in gs) for c, gs in zip(self.constant, self.sized_by))
+    def count(self, config: Config) -> int:
+        widths = [config[key] if index is None else config[key][index] for key, index in self.locations]
+        return sum(c * math.prod(widths[g] for g in gs) for c, gs in self.terms)
 
 
-def _read_shapes(model: nn.Module, groups: list[Group]) -> tuple[_ParamShapes, list[str]]:
+def _param_terms(model: nn.Module, groups: list[Group]) -> list[tuple[str, int, tuple[int, ...]]]:
+    """Per parameter: its name, the product of its width-independent axes, the groups sizing its other axes."""
     axis_group = {(s.key, s.dim): i for i, g in enumerate(groups) for s in g.slices}
-    names, constant, sized_by = [], [], []
-    for name, p in model.named_parameters():
-        axes = range(p.dim())
-        names.append(name)
-        constant.append(math.prod(p.shape[d] for d in axes if (name, d) not in axis_group))
-        sized_by.append(tuple(axis_group[name, d] for d in axes if (name, d) in axis_group))
-    return _ParamShapes(tuple(constant), tuple(sized_by)), names
+    return [
+        (name, math.prod(n for d, n in enumerate(p.shape) if (name, d) not in axis_group),
+         tuple(sorted(axis_group[name, d] for d in range(p.dim()) if (name, d) in axis_group)))
+        for name, p in model.named_parameters()
+    ]
 
 
-def _check_shapes(model_name: str, config: Config, groups: list[Group], shapes: _ParamShapes) -> None:
-    """Build the model again with every group one head wider: the shapes must predict its parameters exactly."""
-    wider = set_widths(config, groups, {g.name: g.width + g.heads for g in groups})
-    model = meta_model(model_name, wider)
-    widths = [g.width + g.heads for g in groups]
-    for (name, p), c, gs in zip(model.named_parameters(), shapes.constant, shapes.sized_by):
-        if p.numel() != c * math.prod(widths[g] for g in gs):
+def _read_sizes(model_name: str, config: Config, groups: list[Group]) -> _Sizes:
+    """Read the sizes from a meta build, and check them against a second build with every group one head wider
+    (a parameter whose size follows a width that no group slices would make every count wrong)."""
+    terms = _param_terms(meta_model(model_name, config), groups)
+    wider = [g.width + g.heads for g in groups]
+    model = meta_model(model_name, set_widths(config, groups, {g.name: w for g, w in zip(groups, wider)}))
+    for (name, constant, sized_by), p in zip(terms, model.parameters()):
+        if p.numel() != constant * math.prod(wider[g] for g in sized_by):
             raise ValueError(f"model {model_name!r}: the size of parameter {name} depends on a width that no "
                              "group's slices cover; its family's groups are incomplete")
+    totals: dict[tuple[int, ...], int] = {}
+    for _, constant, sized_by in terms:
+        totals[sized_by] = totals.get(sized_by, 0) + constant
+    return _Sizes(tuple((g.config_key, g.index) for g in groups), tuple((c, gs) for gs, c in totals.items()))
 
 
-def _structure(config: Config, groups: list[Group]) -> str:
-    """``config`` with every group width blanked out, as a hashable string."""
-    return json.dumps(set_widths(config, groups, {g.name: None for g in groups}), sort_keys=True, default=str)
+def _structure(config: Config, locations: tuple[Location, ...]) -> str | None:
+    """``config`` with the widths at ``locations`` blanked out, as a string; None if it has no such entries."""
+    blank = {k: list(v) if isinstance(v, list) else v for k, v in config.items()}
+    try:
+        for key, index in locations:
+            if index is None:
+                blank[key] = None
+            else:
+                blank[key][index] = None
+    except (KeyError, IndexError, TypeError):
+        return None
+    return json.dumps(blank, sort_keys=True, default=str)
 
 
-_SHAPES: dict[tuple[str, str], _ParamShapes] = {}
+#: Per (model, structure): its sizes; per model: the width locations of the structures seen.
+_SIZES: dict[tuple[str, str], _Sizes] = {}
+_LOCATIONS: dict[str, list[tuple[Location, ...]]] = {}
+
+
+def _sizes(model_name: str, resolved: Config) -> _Sizes:
+    """The :class:`_Sizes` of ``resolved``'s structure: a lookup once the structure has been read."""
+    for locations in _LOCATIONS.get(model_name, ()):
+        key = _structure(resolved, locations)
+        if key is not None and (model_name, key) in _SIZES:
+            return _SIZES[model_name, key]
+    sizes = _read_sizes(model_name, resolved, get_family(model_name).groups(resolved))
+    _SIZES[model_name, _structure(resolved, sizes.locations)] = sizes
+    if sizes.locations not in _LOCATIONS.setdefault(model_name, []):
+        _LOCATIONS[model_name].append(sizes.locations)
+    return sizes
 
 
 def count_params(model_name: str, config: Config, *, include_unused_norms: bool = True) -> int:
     """Parameters of ``model_name`` built from ``config``. ``include_unused_norms=False`` leaves out the
     parameters of modules that forward never calls (Spikformer's ``norm1``/``norm2``), which the official
     figures count."""
-    resolved, groups = _resolved(model_name, config)
+    resolved = get_family(model_name).resolve_config(**config)
     if not include_unused_norms:
         return _trace(model_name, json.dumps(resolved, sort_keys=True)).used_params
-    key = (model_name, _structure(resolved, groups))
-    if key not in _SHAPES:
-        shapes, _ = _read_shapes(meta_model(model_name, resolved), groups)
-        _check_shapes(model_name, resolved, groups, shapes)
-        _SHAPES[key] = shapes
-    return _SHAPES[key].count([g.width for g in groups])
+    return _sizes(model_name, resolved).count(resolved)
 
 
 def weight_bytes(model_name: str, config: Config, bytes_per_param: int = DEFAULT_BYTES_PER_PARAM) -> int:
@@ -196,7 +217,7 @@ def _trace(model_name: str, resolved_json: str) -> _Trace:
 
 
 def _trace_of(model_name: str, config: Config) -> _Trace:
-    resolved, _ = _resolved(model_name, config)
+    resolved = get_family(model_name).resolve_config(**config)
     return _trace(model_name, json.dumps(resolved, sort_keys=True))
 
 
