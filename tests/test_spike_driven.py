@@ -13,6 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import psvit
 from official_reference import official_shapes
+from psvit.allocation.budget import select_groups
 from psvit.cost import count_flops, count_params, layer_macs, spike_probes, weight_bytes
 from psvit.data import build_splits
 from psvit.errors import ConfigError
@@ -204,3 +205,12 @@ def test_pruned_model_round_trips_through_a_checkpoint(setup, tmp_path) -> None:
 def test_bad_configs_are_one_line_config_errors(override, message) -> None:
     with pytest.raises(ConfigError, match=message):
         create_model("sdt", **{**SMALL["0011"], **override})
+
+
+def test_enabled_kinds_of_other_families_select_nothing() -> None:
+    groups = list_groups(("sdt", SMALL["0011"]))
+    chosen = select_groups(groups, ["sps", "embed", "qk", "v", "qkv", "mlp"])  # the default prune.enabled
+    assert chosen == groups
+    assert [g.name for g in select_groups(groups, ["qk", "mlp"])] == ["block0.mlp", "block1.mlp"]
+    with pytest.raises(ConfigError, match="unknown group or kind 'mpl'; this model's kinds: sps, embed, qkv, mlp"):
+        select_groups(groups, ["mpl"])
