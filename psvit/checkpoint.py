@@ -17,6 +17,7 @@ from torch import nn
 
 from psvit.errors import CheckpointError
 from psvit.models import create_model
+from psvit.models.spikingjelly_convert import to_psvit_layout
 
 FORMAT = "psvit-checkpoint/1"
 
@@ -119,11 +120,17 @@ def read_official_state_dict(
 
 
 def load_official_weights(
-    model: nn.Module, path: str | os.PathLike, *, trust_pickle: bool = False, weights: str = "auto"
+    model: nn.Module, path: str | os.PathLike, *, trust_pickle: bool = False, weights: str = "auto",
+    checkpoint_format: str = "auto",
 ) -> str:
     """Load an official-layout state_dict into ``model`` with ``strict=True`` (a mismatch is a one-line error);
-    returns which weights were taken (see :func:`read_official_state_dict`)."""
+    returns which weights were taken (see :func:`read_official_state_dict`).
+
+    ``checkpoint_format="spikingjelly"`` converts spikingjelly 2.0's own Spikformer layout first
+    (:mod:`psvit.models.spikingjelly_convert`); ``auto`` (the default) detects it from the keys.
+    """
     state_dict, taken = read_official_state_dict(path, trust_pickle=trust_pickle, weights=weights)
+    state_dict = to_psvit_layout(state_dict, model.model_name, model.config, checkpoint_format)
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:

@@ -155,7 +155,7 @@ def test_layer_macs_keys_and_official_flops() -> None:
 
 
 def test_unknown_model_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="no cost functions"):
+    with pytest.raises(ConfigError, match="unknown model"):
         count_params("resnet", {})
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from psvit.cost import weight_bytes
 from psvit.errors import ConfigError
 from psvit.prune import Group, PruneConstraints, kept_channels, narrowed_config
-from psvit.prune.groups import resolved_groups
+from psvit.prune.groups import group_kinds, resolved_groups
 
 
 class InfeasibleBudget(ConfigError):
@@ -27,12 +27,14 @@ def check_budget_value(budget: object) -> float:
 
 
 def select_groups(groups: Sequence[Group], enabled: Sequence[str]) -> list[Group]:
-    """The groups whose kind or exact name is listed in ``enabled`` (e.g. ``[mlp, qk, v, sps, embed]``)."""
+    """The groups whose kind or exact name is listed in ``enabled`` (e.g. ``[mlp, qk, v, sps, embed]``). Kinds
+    of other model families are allowed and select nothing, so one list serves every family."""
     chosen = [g for g in groups if g.kind in enabled or g.name in enabled]
-    known = {g.kind for g in groups} | {g.name for g in groups}
+    known = set(group_kinds()) | {g.name for g in groups}
     unknown = [e for e in enabled if e not in known]
     if unknown:
-        raise ConfigError(f"prune.enabled: unknown group or kind {unknown[0]!r}; kinds: mlp, qk, v, sps, embed")
+        kinds = ", ".join(dict.fromkeys(g.kind for g in groups))
+        raise ConfigError(f"prune.enabled: unknown group or kind {unknown[0]!r}; this model's kinds: {kinds}")
     if not chosen:
         raise ConfigError("prune.enabled selects no group")
     return chosen

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from psvit.cost.analytic import spike_probes
 from psvit.cost.inference import measuring
-from psvit.models.registry import get_analytics
 
 
 def measure_firing_rates(model: nn.Module, images: torch.Tensor) -> dict[str, float]:
@@ -16,7 +16,7 @@ def measure_firing_rates(model: nn.Module, images: torch.Tensor) -> dict[str, fl
     Layers fed by analog values (the pixel-fed first conv and the classifier head) have no rate and are left
     out. Inputs on the residual stream are spike counts, not 0/1; their rate is the non-zero fraction too.
     """
-    probes = get_analytics(model.model_name).spike_probes(model.config)
+    probes = spike_probes(model.model_name, model.config)
     modules = dict(model.named_modules())
     counts = {key: [0, 0] for key in probes}  # non-zero elements, all elements
 

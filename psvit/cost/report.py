@@ -1,10 +1,11 @@
 """The full cost report of a model: size, FLOPs, SOPs, energy estimate and measured latency.
 
 Energy follows the Spikformer papers (45 nm figures, Horowitz 2014): ``E = E_MAC * analog MACs + E_AC * SOPs``.
-*Analog MACs* are the MACs of the layers fed by non-spike values, counted ONCE per image: the first stem conv
-(its pixel input is the same at every time step, so the papers count it once, not ``T`` times) and the
-classifier head (it runs once, on the time-averaged features). *SOPs* (synaptic operations, per image over
-all ``T`` steps) of every other layer are ``input firing rate * MACs * T``.
+*Analog MACs* are the MACs of the layers the model's family marks as fed by non-spike values, counted ONCE per
+image: the first stem conv (its pixel input is the same at every time step, so the papers count it once, not
+``T`` times) and, in Spikformer, the classifier head (it runs once, on the time-averaged features; the Spike-driven
+Transformer's head reads spikes at every step). *SOPs* (synaptic operations, per image over all ``T`` steps) of
+every other layer are ``input firing rate * MACs * T``.
 """
 
 from __future__ import annotations

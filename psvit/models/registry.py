@@ -1,66 +1,96 @@
-"""Model registry: ``register_model`` decorates a model class, ``create_model`` builds one by name."""
+"""Model families behind a registry: ``register_model`` declares a family, ``create_model`` builds one by name.
+
+A family is one model file (as in timm): the model class, decorated with :func:`register_model`, which names
+its config resolver and its coupled-channel groups. Pruning, cost, allocation and search only ever look a
+family up here, so adding one needs no change outside its file.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from torch import nn
 
 from psvit.errors import ConfigError
+from psvit.models.channels import Group
 
-_MODELS: dict[str, type[nn.Module]] = {}
-_ANALYTICS: dict[str, Analytics] = {}
+Config = dict[str, Any]
 
 
 @dataclass(frozen=True)
-class Analytics:
-    """A family's closed-form cost functions of its config alone (no model built); :mod:`psvit.cost` uses them.
+class Family:
+    """Everything psvit needs to know about a model family besides its ``nn.Module``.
 
-    ``layer_macs`` gives MACs per image and time step by layer key; ``spike_probes`` maps each spike-driven
-    layer key to ``(module name, "input" | "output")``, the tensor whose non-zero fraction is that layer's
-    input firing rate. Layer keys without a probe take analog (non-spike) inputs.
+    * ``resolve_config(**config)``: validates a config and fills in every width (the result rebuilds the model);
+    * ``groups(resolved_config)``: the prunable widths as :class:`~psvit.models.channels.Group`, in a stable order;
+    * ``kinds``: the group kinds it has (what ``prune.enabled`` selects by);
+    * ``analog_layers``: cost-layer keys fed by non-spike values (pixels, time-averaged features): their MACs are
+      analog MACs, the others' are synaptic operations;
+    * ``matmuls``: names of the matrix products a module computes in its own ``forward`` (not in a child conv or
+      linear), in execution order, each mapped to the sibling LIF whose output spikes are its binary operand.
     """
 
-    count_params: Callable[[dict[str, Any], bool], int]
-    layer_macs: Callable[[dict[str, Any]], dict[str, int]]
-    spike_probes: Callable[[dict[str, Any]], dict[str, tuple[str, str]]]
+    name: str
+    model: type[nn.Module]
+    resolve_config: Callable[..., Config]
+    groups: Callable[[Config], list[Group]]
+    kinds: tuple[str, ...]
+    analog_layers: tuple[str, ...] = ()
+    matmuls: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
-def register_model(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Register a model class under ``name``. The class takes its whole config as keyword arguments and
-    exposes the resolved config (every width included) as ``self.config``."""
+_FAMILIES: dict[str, Family] = {}
+
+
+def register_model(
+    name: str,
+    *,
+    resolve_config: Callable[..., Config],
+    groups: Callable[[Config], list[Group]],
+    kinds: tuple[str, ...],
+    analog_layers: tuple[str, ...] = (),
+    matmuls: Mapping[str, str] | None = None,
+) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator registering a model family under ``name`` (see :class:`Family` for the arguments).
+
+    The class takes its whole config as keyword arguments and exposes the resolved config (every width included)
+    as ``self.config``; it gets ``model_name = name``.
+    """
 
     def decorate(cls: type[nn.Module]) -> type[nn.Module]:
-        _MODELS[name] = cls
+        if name in _FAMILIES:
+            raise ValueError(f"model family {name!r} is already registered")
+        _FAMILIES[name] = Family(name, cls, resolve_config, groups, tuple(kinds), tuple(analog_layers),
+                                 MappingProxyType(dict(matmuls or {})))
         cls.model_name = name
         return cls
 
     return decorate
 
 
-def register_analytics(name: str, analytics: Analytics) -> None:
-    """Attach a family's :class:`Analytics` to the registered model ``name``."""
-    _ANALYTICS[name] = analytics
-
-
-def get_analytics(name: str) -> Analytics:
-    """The :class:`Analytics` of model ``name``."""
-    if name not in _ANALYTICS:
-        raise ConfigError(f"no cost functions for model {name!r}; known: {', '.join(sorted(_ANALYTICS))}")
-    return _ANALYTICS[name]
+def get_family(name: str) -> Family:
+    """The registered :class:`Family` called ``name``."""
+    if name not in _FAMILIES:
+        raise ConfigError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
+    return _FAMILIES[name]
 
 
 def list_models() -> list[str]:
-    return sorted(_MODELS)
+    return sorted(_FAMILIES)
+
+
+def group_kinds() -> tuple[str, ...]:
+    """Every group kind of every registered family, in registration order."""
+    return tuple(dict.fromkeys(kind for family in _FAMILIES.values() for kind in family.kinds))
 
 
 def create_model(name: str, **config: Any) -> nn.Module:
     """Build the registered model ``name`` from its config (see the model's module for the keys)."""
-    if name not in _MODELS:
-        raise ConfigError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
+    family = get_family(name)
     try:
-        return _MODELS[name](**config)
+        return family.model(**config)
     except TypeError as exc:  # an unknown or missing config key
         raise ConfigError(f"bad config for model {name!r}: {exc}") from None

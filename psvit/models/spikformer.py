@@ -7,6 +7,10 @@ Two variants, as in the reference code:
 * ``imagenet``: SSA uses ``Conv1d(k=1)`` (q/k/v without bias) and the MLP ``Conv2d(1x1)`` + ``BatchNorm2d`` on
   channel-major ``(T, B, C, H, W)`` tensors; the stem max-pools after all four stages (patch 16).
 
+``stem_pool`` says where the stem max-pools: ``after_lif`` (the official code: on spikes) or ``before_lif`` (on
+BN outputs, as spikingjelly 2.0's own ``spikformer_ti``/``spikformer_s`` do; see
+:mod:`psvit.models.spikingjelly_convert`).
+
 Every width that structured pruning can change is an explicit constructor argument (``sps_dims``, ``qk_dims``,
 ``v_dims``, ``mlp_dims`` and ``embed_dim``), so a pruned model is an ordinary Spikformer described by its
 config. The defaults reproduce the unpruned architecture and the official ``state_dict`` layout.
@@ -22,11 +26,13 @@ from torch import nn
 
 from psvit.errors import ConfigError
 from psvit.models.lif import lif
-from psvit.models.registry import Analytics, register_analytics, register_model
+from psvit.models.channels import Group, Spikes, consumer, producer, unused
+from psvit.models.registry import register_model
 
 VARIANTS = ("cifar", "imagenet")
 #: Stem stages followed by MaxPool2d(3, 2, 1), per variant (stage 3 is the last, embed_dim-wide one).
 POOLED_STAGES = {"cifar": (2, 3), "imagenet": (0, 1, 2, 3)}
+STEM_POOL = ("after_lif", "before_lif")
 ATTN_SCALE = 0.125
 ATTN_LIF_THRESHOLD = 0.5
 
@@ -39,9 +45,10 @@ def _bn_tokens(bn: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
 class SPS(nn.Module):
     """Spiking Patch Splitting stem: four conv-BN-LIF stages, then a conv relative position embedding."""
 
-    def __init__(self, variant: str, in_channels: int, dims: Sequence[int]) -> None:
+    def __init__(self, variant: str, in_channels: int, dims: Sequence[int], stem_pool: str = "after_lif") -> None:
         super().__init__()
         self.variant = variant
+        self.pool_before_lif = stem_pool == "before_lif"
         widths = [in_channels, *dims]
         for i in range(4):
             sfx = "" if i == 0 else str(i)
@@ -61,9 +68,12 @@ class SPS(nn.Module):
         x = x.flatten(0, 1)
         for i in range(4):
             sfx = "" if i == 0 else str(i)
+            pooled = i in POOLED_STAGES[self.variant]
             x = getattr(self, f"proj_bn{sfx}")(getattr(self, f"proj_conv{sfx}")(x))
+            if pooled and self.pool_before_lif:
+                x = getattr(self, f"maxpool{sfx}")(x)
             x = getattr(self, f"proj_lif{sfx}")(x.reshape(T, B, *x.shape[1:])).flatten(0, 1)
-            if i in POOLED_STAGES[self.variant]:
+            if pooled and not self.pool_before_lif:
                 x = getattr(self, f"maxpool{sfx}")(x)
         x_feat = x
         x = self.rpe_bn(self.rpe_conv(x))
@@ -203,10 +213,13 @@ def resolve_config(
     qk_dims: Sequence[int] | None = None,
     v_dims: Sequence[int] | None = None,
     mlp_dims: Sequence[int] | None = None,
+    stem_pool: str = "after_lif",
 ) -> dict[str, Any]:
     """Validate a Spikformer config and fill in default widths; the result fully describes the model."""
     if variant not in VARIANTS:
         raise ConfigError(f"model.variant must be one of {VARIANTS}, got {variant!r}")
+    if stem_pool not in STEM_POOL:
+        raise ConfigError(f"model.stem_pool must be one of {STEM_POOL}, got {stem_pool!r}")
     expected_patch = 2 ** len(POOLED_STAGES[variant])
     if patch_size is None:
         patch_size = expected_patch
@@ -234,11 +247,69 @@ def resolve_config(
         "variant": variant, "img_size": int(img_size), "patch_size": int(patch_size),
         "embed_dim": int(embed_dim), "num_heads": int(num_heads), "mlp_ratio": float(mlp_ratio),
         "depth": int(depth), "T": int(T), "in_channels": int(in_channels), "num_classes": int(num_classes),
-        **widths,
+        "stem_pool": stem_pool, **widths,
     }
 
 
-@register_model("spikformer")
+def spikformer_groups(cfg: dict[str, Any]) -> list[Group]:
+    """Prunable widths of a resolved config: ``sps.stage{0,1,2}``, ``embed`` (the residual stream: last stem
+    stage, rpe, every block's q/k/v input, proj output, fc1 input, fc2 output, the head input and the unused
+    LayerNorms), then per block ``block{i}.attn.qk`` (q and k, per head), ``block{i}.attn.v`` (per head, with
+    proj's input) and ``block{i}.mlp``."""
+    cifar = cfg["variant"] == "cifar"
+    op = "linear" if cifar else "conv"  # q/k/v/proj/fc layers are Linear (cifar) or 1x1 Conv (imagenet)
+    qkv_bias = cifar  # the imagenet q/k/v convs have no bias
+    token_axis = 3 if cifar else 2  # channel axis of block outputs: (T, B, N, C) or (T, B, C, H, W)
+    heads = cfg["num_heads"]
+    sps = "patch_embed"
+    stage = ["", "1", "2", "3"]  # module-name suffix of stem stage j
+
+    groups = [
+        Group(
+            f"sps.stage{j}", "sps", cfg["sps_dims"][j], 1, "sps_dims", j,
+            (*producer(f"{sps}.proj_conv{stage[j]}", f"{sps}.proj_bn{stage[j]}", False),
+             consumer(f"{sps}.proj_conv{stage[j + 1]}")),
+            (Spikes(f"{sps}.proj_lif{stage[j]}", 2),),
+        )
+        for j in range(3)
+    ]
+    embed = [*producer(f"{sps}.proj_conv3", f"{sps}.proj_bn3", False), consumer(f"{sps}.rpe_conv"),
+             *producer(f"{sps}.rpe_conv", f"{sps}.rpe_bn", False)]
+    embed_spikes = [Spikes(f"{sps}.proj_lif3", 2), Spikes(f"{sps}.rpe_lif", 2)]
+    blocks = []
+    for i in range(cfg["depth"]):
+        attn, mlp = f"block.{i}.attn", f"block.{i}.mlp"
+        embed += [*unused(f"block.{i}.norm1"), *unused(f"block.{i}.norm2")]
+        embed += [consumer(f"{attn}.{name}_{op}") for name in "qkv"]
+        embed += [*producer(f"{attn}.proj_{op}", f"{attn}.proj_bn", True), consumer(f"{mlp}.fc1_{op}")]
+        embed += producer(f"{mlp}.fc2_{op}", f"{mlp}.fc2_bn", True)
+        embed_spikes += [Spikes(f"{attn}.proj_lif", token_axis), Spikes(f"{mlp}.fc2_lif", token_axis)]
+        qk = [s for name in "qk" for s in producer(f"{attn}.{name}_{op}", f"{attn}.{name}_bn", qkv_bias)]
+        blocks += [
+            Group(f"block{i}.attn.qk", "qk", cfg["qk_dims"][i], heads, "qk_dims", i, tuple(qk),
+                  (Spikes(f"{attn}.q_lif", 3), Spikes(f"{attn}.k_lif", 3))),
+            Group(f"block{i}.attn.v", "v", cfg["v_dims"][i], heads, "v_dims", i,
+                  (*producer(f"{attn}.v_{op}", f"{attn}.v_bn", qkv_bias), consumer(f"{attn}.proj_{op}")),
+                  (Spikes(f"{attn}.attn_lif", 3),)),
+            Group(f"block{i}.mlp", "mlp", cfg["mlp_dims"][i], 1, "mlp_dims", i,
+                  (*producer(f"{mlp}.fc1_{op}", f"{mlp}.fc1_bn", True), consumer(f"{mlp}.fc2_{op}")),
+                  (Spikes(f"{mlp}.fc1_lif", token_axis),)),
+        ]
+    embed.append(consumer("head"))
+    groups.append(Group("embed", "embed", cfg["embed_dim"], 1, "embed_dim", None, tuple(embed), tuple(embed_spikes)))
+    return groups + blocks
+
+
+@register_model(
+    "spikformer",
+    resolve_config=resolve_config,
+    groups=spikformer_groups,
+    kinds=("sps", "embed", "qk", "v", "mlp"),
+    # the first stem conv sees pixels; the head sees time-averaged features
+    analog_layers=("patch_embed.proj_conv", "head"),
+    # SSA computes q @ (k^T @ v): k^T @ v first (k's spikes are its binary operand), then q @ (...)
+    matmuls={"kv_matmul": "k_lif", "qkv_matmul": "q_lif"},
+)
 class Spikformer(nn.Module):
     """Spikformer with explicit per-layer widths. ``self.config`` rebuilds the model via ``create_model``."""
 
@@ -247,7 +318,8 @@ class Spikformer(nn.Module):
         cfg = resolve_config(**config)
         self.config = cfg
         self.T = cfg["T"]
-        self.patch_embed = SPS(cfg["variant"], cfg["in_channels"], [*cfg["sps_dims"], cfg["embed_dim"]])
+        self.patch_embed = SPS(cfg["variant"], cfg["in_channels"], [*cfg["sps_dims"], cfg["embed_dim"]],
+                               cfg["stem_pool"])
         self.block = nn.ModuleList(
             Block(cfg["variant"], cfg["embed_dim"], cfg["num_heads"], qk, v, m)
             for qk, v, m in zip(cfg["qk_dims"], cfg["v_dims"], cfg["mlp_dims"])
@@ -273,82 +345,3 @@ class Spikformer(nn.Module):
         """
         x = x.unsqueeze(0).repeat(self.T, 1, 1, 1, 1)
         return self.forward_head(self.forward_features(x))
-
-
-# ==============================================================================================================
-# Analytic costs: closed-form functions of the config alone (no model built), used by psvit.cost.
-# Counts are per image and per time step; only conv / linear / attention-matmul MACs (BN, LIF, pooling and
-# residual additions are not counted).
-# ==============================================================================================================
-
-#: Layers fed by analog values: the first stem conv (pixels) and the head (time-averaged features).
-ANALOG_LAYERS = ("patch_embed.proj_conv", "head")
-#: Attention matmul key -> the LIF whose output spikes are its binary operand (k for k^T@v, q for q@(k^T v)).
-MATMUL_OPERANDS = {"kv_matmul": "k_lif", "qkv_matmul": "q_lif"}
-
-
-def _dense(fan_in: int, fan_out: int, bias: bool) -> int:
-    """Parameters of a linear / 1x1 conv layer."""
-    return fan_in * fan_out + (fan_out if bias else 0)
-
-
-def _pooled(size: int) -> int:
-    """Output size of ``MaxPool2d(3, 2, 1)``."""
-    return (size + 2 - 3) // 2 + 1
-
-
-def param_count(config: dict[str, Any], include_unused_norms: bool = True) -> int:
-    """Number of parameters (not buffers); the never-used ``norm1``/``norm2`` LayerNorms are optional."""
-    cfg = resolve_config(**config)
-    dim = cfg["embed_dim"]
-    widths = [cfg["in_channels"], *cfg["sps_dims"], dim, dim]  # four stem stages, then the rpe conv
-    total = sum(9 * c_in * c_out + 2 * c_out for c_in, c_out in zip(widths, widths[1:]))  # 3x3 conv + BN
-    qkv_bias = cfg["variant"] == "cifar"
-    for qk, v, hidden in zip(cfg["qk_dims"], cfg["v_dims"], cfg["mlp_dims"]):
-        total += sum(_dense(dim, w, qkv_bias) + 2 * w for w in (qk, qk, v))
-        total += _dense(v, dim, True) + 2 * dim
-        total += _dense(dim, hidden, True) + 2 * hidden + _dense(hidden, dim, True) + 2 * dim
-        total += 4 * dim if include_unused_norms else 0
-    return total + _dense(dim, cfg["num_classes"], True)
-
-
-def layer_macs(config: dict[str, Any]) -> dict[str, int]:
-    """MACs per image and time step, keyed by module name, plus ``block.i.attn.kv_matmul`` (k^T@v) and
-    ``block.i.attn.qkv_matmul`` (q@(k^T v)), each ``heads * N * (qk_dim/heads) * (v_dim/heads)``."""
-    cfg = resolve_config(**config)
-    dim, heads, variant = cfg["embed_dim"], cfg["num_heads"], cfg["variant"]
-    kind = "linear" if variant == "cifar" else "conv"
-    widths = [cfg["in_channels"], *cfg["sps_dims"], dim]
-    size = cfg["img_size"]
-    macs: dict[str, int] = {}
-    for i in range(4):
-        macs[f"patch_embed.proj_conv{'' if i == 0 else i}"] = size * size * 9 * widths[i] * widths[i + 1]
-        if i in POOLED_STAGES[variant]:
-            size = _pooled(size)
-    tokens = size * size
-    macs["patch_embed.rpe_conv"] = tokens * 9 * dim * dim
-    for b, (qk, v, hidden) in enumerate(zip(cfg["qk_dims"], cfg["v_dims"], cfg["mlp_dims"])):
-        attn, mlp = f"block.{b}.attn.", f"block.{b}.mlp."
-        macs[f"{attn}q_{kind}"] = macs[f"{attn}k_{kind}"] = tokens * dim * qk
-        macs[f"{attn}v_{kind}"] = tokens * dim * v
-        macs[f"{attn}kv_matmul"] = macs[f"{attn}qkv_matmul"] = tokens * qk * v // heads
-        macs[f"{attn}proj_{kind}"] = tokens * v * dim
-        macs[f"{mlp}fc1_{kind}"] = macs[f"{mlp}fc2_{kind}"] = tokens * dim * hidden
-    macs["head"] = dim * cfg["num_classes"]
-    return macs
-
-
-def spike_probes(config: dict[str, Any]) -> dict[str, tuple[str, str]]:
-    """Where each spike-driven layer's input firing rate is measured: a module's input, or for the attention
-    matmuls the output of the q/k LIF. The :data:`ANALOG_LAYERS` have no probe."""
-    probes: dict[str, tuple[str, str]] = {}
-    for key in layer_macs(config):
-        prefix, _, leaf = key.rpartition(".")
-        if leaf in MATMUL_OPERANDS:
-            probes[key] = (f"{prefix}.{MATMUL_OPERANDS[leaf]}", "output")
-        elif key not in ANALOG_LAYERS:
-            probes[key] = (key, "input")
-    return probes
-
-
-register_analytics("spikformer", Analytics(param_count, layer_macs, spike_probes))

@@ -2,14 +2,13 @@
 physically narrower model from a keep ratio per group."""
 
 from psvit.prune.constraints import PruneConstraints, kept_channels, kept_per_head
-from psvit.prune.groups import KINDS, Group, Slice, Spikes, list_groups
+from psvit.prune.groups import Group, Slice, Spikes, group_kinds, list_groups
 from psvit.prune.importance import IMPORTANCES, Importance, firing_rates, get_importance
 from psvit.prune.pruner import narrowed_config, prune, select_channels, width_config
 from psvit.prune.recalibrate import recalibrate_bn
 
 __all__ = [
     "IMPORTANCES",
-    "KINDS",
     "Group",
     "Importance",
     "PruneConstraints",
@@ -17,6 +16,7 @@ __all__ = [
     "Spikes",
     "firing_rates",
     "get_importance",
+    "group_kinds",
     "kept_channels",
     "narrowed_config",
     "kept_per_head",

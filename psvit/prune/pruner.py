@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from psvit.models import create_model
+from psvit.models.channels import set_widths
 from psvit.prune.constraints import PruneConstraints, kept_channels
 from psvit.prune.groups import Config, Group, resolved_groups
 from psvit.prune.importance import Batches, Importance, get_importance
@@ -21,14 +22,7 @@ from psvit.prune.importance import Batches, Importance, get_importance
 
 def narrowed_config(config: Config, groups: list[Group], kept: Mapping[str, int]) -> Config:
     """``config`` with each group's width set to its kept channels (per head times heads)."""
-    new = {k: list(v) if isinstance(v, list) else v for k, v in config.items()}
-    for g in groups:
-        width = kept[g.name] * g.heads
-        if g.index is None:
-            new[g.config_key] = width
-        else:
-            new[g.config_key][g.index] = width
-    return new
+    return set_widths(config, groups, {g.name: kept[g.name] * g.heads for g in groups})
 
 
 def width_config(

@@ -28,7 +28,7 @@ from psvit.train.compute import Compute
 from psvit.train.loop import evaluate, seed_everything, train_model
 
 #: Keys of the model config group that are not architecture (they say where weights come from).
-_SOURCE_KEYS = ("name", "checkpoint", "trust_pickle", "weights")
+_SOURCE_KEYS = ("name", "checkpoint", "checkpoint_format", "trust_pickle", "weights")
 
 
 @dataclass
@@ -98,7 +98,8 @@ def base_cache_path(model_cfg: dict[str, Any], data_cfg: dict[str, Any], train_c
     """Where the base model of these configs is cached: keyed by the architecture, the data, the seed and either
     the training config or (with ``model.checkpoint``) the checkpoint file's content hash and weight choice."""
     source = model_cfg.get("checkpoint")
-    origin = [file_hash(checkpoint.existing(source)), model_cfg.get("weights", "auto")] if source else train_cfg
+    origin = ([file_hash(checkpoint.existing(source)), model_cfg.get("weights", "auto"),
+               model_cfg.get("checkpoint_format", "auto")] if source else train_cfg)
     key = config_hash(model_cfg.get("name", "spikformer"), model_config(model_cfg, splits), data_cfg, origin, seed)
     return Path(cache_dir).expanduser() / f"base-{key}.pt"
 
@@ -136,8 +137,9 @@ def get_base_model(
         model = create_model(model_cfg.get("name", "spikformer"), **arch)
         start = time.perf_counter()
         if source:
-            taken = checkpoint.load_official_weights(model, source, weights=weights,
-                                                     trust_pickle=bool(model_cfg.get("trust_pickle", False)))
+            taken = checkpoint.load_official_weights(
+                model, source, weights=weights, trust_pickle=bool(model_cfg.get("trust_pickle", False)),
+                checkpoint_format=model_cfg.get("checkpoint_format", "auto"))
             print(f"base weights: {taken} of {source}")
         else:
             train_model(model, splits.train, seed=seed, compute=compute, progress=progress, desc="train base",
