@@ -5,6 +5,7 @@ Registered datasets: ``digits`` (embedded, the default), ``mnist_idx``, ``image_
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,24 @@ def build_splits(
     """Load dataset ``name`` (files under ``root`` unless embedded) at ``img_size`` and split it: val and test
     take ``val_fraction`` / ``test_fraction`` of the samples per class, or, when the dataset has an official test
     split, that is the test split and val takes ``val_fraction`` of the rest. Same ``seed``, same splits."""
+    key = json.dumps([name, str(root), img_size, val_fraction, test_fraction, seed, options], sort_keys=True,
+                     default=str)
+    if _last is not None and _last[0] == key:
+        return _last[1]
     check_fractions(val_fraction, test_fraction)
     data = load_dataset(name, root, img_size, options)
-    return make_splits(
+    splits = make_splits(
         data, name=name, img_size=img_size, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
     )
+    _remember(key, splits)
+    return splits
+
+
+#: The last splits built, by their arguments: a command that checks its data before any work (see
+#: :func:`psvit.cli.check_pruning_plan`) and then trains on it reads the files once.
+_last: tuple[str, DataSplits] | None = None
+
+
+def _remember(key: str, splits: DataSplits) -> None:
+    global _last
+    _last = (key, splits)

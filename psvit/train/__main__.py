@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
 from psvit.cli import config_sections
-from psvit.errors import exit_on_user_error
+from psvit.entry import hydra_main
 
 
-@hydra.main(version_base="1.3", config_path="pkg://psvit.conf", config_name="train")
-@exit_on_user_error
+@hydra_main("train")
 def main(cfg: DictConfig) -> None:
     from psvit.cost import cost_report
+    from psvit.preflight import check_outputs
     from psvit.train.base import get_base_model, sample_images
 
+    check_outputs(cfg)
     model_cfg, data_cfg, train_cfg = config_sections(cfg, "model", "data", "train")
     base = get_base_model(
         model_cfg, data_cfg, train_cfg, seed=cfg.seed, cache_dir=cfg.cache_dir, device=cfg.device,
