@@ -18,7 +18,8 @@ def check_pruning_plan(cfg: DictConfig, budget: float | None = None) -> None:
     """Before any training: ``sensitivity.grid`` holds keep ratios, ``prune.enabled`` names groups of the
     configured base model, and they can save ``budget`` (if given) at all.
 
-    The data is read (its channels and classes size the model) but nothing is trained or written; the checks are
+    The data is read (its channels and classes size the model; inside a command it is then reused, see
+    :func:`psvit.data.remember_splits`) but nothing is trained or written; the checks are
     the ones every command makes again on the trained base (``select_groups``, ``MemoryModel.check_feasible``).
     """
     from psvit.allocation import MemoryModel, select_groups

@@ -27,6 +27,7 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from psvit.data import remember_splits
 from psvit.errors import ConfigError, PsvitError, exit_on_user_error
 
 Task = Callable[[DictConfig], None]
@@ -45,7 +46,8 @@ def hydra_main(config_name: str) -> Callable[[Task], Callable[[], None]]:
         @exit_on_user_error  # in the job itself: Hydra would add a line of its own to an error it catches
         def job(cfg: DictConfig) -> None:
             try:
-                task(cfg)
+                with remember_splits():  # the pre-flight checks and the work read the data once
+                    task(cfg)
             except (PsvitError, OmegaConfBaseException, OSError) as exc:
                 error = user_error(exc)
                 if error is None:

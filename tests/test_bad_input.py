@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 import psvit
+from psvit.errors import CheckpointError
 
 BUDGET = "budget must be a number strictly between 0 and 1"
 UNREADABLE = "truncated, corrupt or not a PyTorch file"
@@ -137,3 +138,16 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(run_cli, tmp_path: Path
     assert snapshot(tmp_path) == before
     if case.startswith("MLflow unreachable"):
         assert seconds < 60  # fails fast: MLflow's own client would retry for minutes
+
+
+def test_a_failed_checkpoint_write_leaves_the_old_file_whole(tmp_path: Path) -> None:
+    model = psvit.create_model("spikformer", variant="cifar", img_size=16, embed_dim=16, num_heads=2, depth=1, T=2,
+                               in_channels=1, num_classes=10)
+    path = psvit.save(model, tmp_path / "model.pt", meta={"version": 1})
+    with pytest.raises(Exception, match="lambda"):  # torch.save fails half-way: meta cannot be pickled
+        psvit.save(model, path, meta={"version": 2, "bad": lambda: None})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]  # no temporary file left behind
+    assert torch.load(path, weights_only=True)["meta"] == {"version": 1}
+    (tmp_path / "notes.txt").write_text("a file where a folder is expected")
+    with pytest.raises(CheckpointError, match="cannot write checkpoint .*notes.txt/model.pt"):
+        psvit.save(model, tmp_path / "notes.txt" / "model.pt")

@@ -5,7 +5,9 @@ Registered datasets: ``digits`` (embedded, the default), ``mnist_idx``, ``image_
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from psvit.data import cifar, digits, image_folder, mnist_idx  # noqa: F401  (re
 from psvit.data.registry import dataset_options, list_datasets, load_dataset, register_dataset
 from psvit.data.splits import DataSplits, check_fractions, make_splits
 
-__all__ = ["DataSplits", "build_splits", "dataset_options", "list_datasets", "register_dataset"]
+__all__ = ["DataSplits", "build_splits", "dataset_options", "list_datasets", "register_dataset", "remember_splits"]
 
 
 def build_splits(
@@ -31,22 +33,28 @@ def build_splits(
     split, that is the test split and val takes ``val_fraction`` of the rest. Same ``seed``, same splits."""
     key = json.dumps([name, str(root), img_size, val_fraction, test_fraction, seed, options], sort_keys=True,
                      default=str)
-    if _last is not None and _last[0] == key:
-        return _last[1]
+    if _remembered is not None and key in _remembered:
+        return _remembered[key]
     check_fractions(val_fraction, test_fraction)
     data = load_dataset(name, root, img_size, options)
     splits = make_splits(
         data, name=name, img_size=img_size, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
     )
-    _remember(key, splits)
+    if _remembered is not None:
+        _remembered[key] = splits
     return splits
 
 
-#: The last splits built, by their arguments: a command that checks its data before any work (see
-#: :func:`psvit.cli.check_pruning_plan`) and then trains on it reads the files once.
-_last: tuple[str, DataSplits] | None = None
+_remembered: dict[str, DataSplits] | None = None
 
 
-def _remember(key: str, splits: DataSplits) -> None:
-    global _last
-    _last = (key, splits)
+@contextlib.contextmanager
+def remember_splits() -> Iterator[None]:
+    """Within this block, :func:`build_splits` reads each dataset once and returns the same splits for the same
+    arguments: a command checks its data before any work, then trains on it, without reading the files twice."""
+    global _remembered
+    outer, _remembered = _remembered, {} if _remembered is None else _remembered
+    try:
+        yield
+    finally:
+        _remembered = outer
