@@ -110,9 +110,22 @@ def read_official_state_dict(path: str | os.PathLike, *, trust_pickle: bool = Fa
 def load_official_weights(model: nn.Module, path: str | os.PathLike, *, trust_pickle: bool = False) -> nn.Module:
     """Load an official-layout state_dict into ``model`` with ``strict=True``; a mismatch is a one-line error."""
     state_dict = read_official_state_dict(path, trust_pickle=trust_pickle)
-    try:
-        model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as exc:
-        detail = " ".join(str(exc).split())[:300]
-        raise CheckpointError(f"{path} does not fit the configured model: {detail}") from None
+    mismatch = _mismatch(model.state_dict(), state_dict)
+    if mismatch:
+        raise CheckpointError(f"{path} does not fit the configured model: {mismatch}; check the model.* config "
+                              "(variant, embed_dim, depth, num_heads, ...) against the checkpoint's")
+    model.load_state_dict(state_dict, strict=True)
     return model
+
+
+def _mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str:
+    """How ``found`` differs from ``expected`` in keys and shapes, in one line with an example of each; '' if
+    it does not."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    reshaped = [k for k in expected if k in found and found[k].shape != expected[k].shape]
+    parts = [f"{len(missing)} missing keys (e.g. {missing[0]})" if missing else "",
+             f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})" if unexpected else "",
+             f"{len(reshaped)} tensors of another shape (e.g. {reshaped[0]}: {list(found[reshaped[0]].shape)} in the "
+             f"file, {list(expected[reshaped[0]].shape)} in the model)" if reshaped else ""]
+    return ", ".join(p for p in parts if p)

@@ -97,7 +97,7 @@ def user_error(exc: BaseException) -> PsvitError | None:
     if isinstance(exc, (HydraException, OmegaConfBaseException)):
         return ConfigError(hydra_error_message(exc))
     if isinstance(exc, OSError) and exc.filename is not None:  # a path that cannot be written or read
-        return PsvitError(f"{exc.filename}: {exc.strerror or exc}")
+        return PsvitError(f"cannot use {exc.filename}: {exc.strerror or exc}")
     return None
 
 

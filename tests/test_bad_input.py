@@ -76,7 +76,7 @@ CASES = {
     "storage bad port": ("search", ["+budget=0.2", "search.storage=postgresql://u@host:port/db"],
                          "not a valid database URL"),
     "cache not writable": ("train", ["cache_dir={tmp}/notes.txt/cache"], "{tmp}/notes.txt is not a folder"),
-    "output dir not writable": ("train", ["hydra.run.dir={tmp}/notes.txt/run"], "{tmp}/notes.txt/run"),
+    "output dir not writable": ("train", ["hydra.run.dir={tmp}/notes.txt/run"], "cannot use {tmp}/notes.txt/run"),
 }
 
 
