@@ -130,24 +130,27 @@ def _one_line(text: str) -> str:
 
 
 def remove_job_output() -> None:
-    """Remove what Hydra wrote for this job, then the job's output folder and its parents that are left empty.
-
-    Only Hydra's own record (``.hydra/config.yaml``, ``hydra.yaml``, ``overrides.yaml``), the job's log file if
-    it is empty and, in a sweep, ``multirun.yaml`` once no other job's folder is left are removed; folders are
-    removed only when empty and only below the directory the command was started in.
-    """
+    """Remove the output folder Hydra made for this job, if it holds nothing but Hydra's record of the job
+    (``.hydra/config.yaml``, ``hydra.yaml``, ``overrides.yaml``) and an empty log; then its parents that are left
+    empty, up to the directory the command was started in. In a sweep, ``multirun.yaml`` goes too once no other
+    job's folder is left. A job that wrote anything else keeps its whole folder."""
     hc = HydraConfig.get()
-    out = Path(hc.runtime.output_dir)
-    if hc.output_subdir is not None:
-        record = out / hc.output_subdir
+    out = Path(hc.runtime.output_dir).resolve()
+    record = out / hc.output_subdir if hc.output_subdir is not None else None
+    log = out / f"{hc.job.name}.log"
+    expected = {p for p in (record, log) if p is not None}
+    if not out.is_dir() or set(out.iterdir()) - expected:
+        return
+    if (log.is_file() and log.stat().st_size) or (record and record.is_dir() and
+                                                  {f.name for f in record.iterdir()} - set(_HYDRA_RECORD)):
+        return
+    if record and record.is_dir():
         for name in _HYDRA_RECORD:
             (record / name).unlink(missing_ok=True)
-        _rmdir_if_empty(record)
-    log = out / f"{hc.job.name}.log"
-    if log.is_file() and log.stat().st_size == 0:
-        log.unlink()
+        record.rmdir()
+    log.unlink(missing_ok=True)
     start = Path(hc.runtime.cwd).resolve()
-    folder = out.resolve()
+    folder = out
     if hc.mode.name == "MULTIRUN":
         sweep = Path(hc.sweep.dir).resolve()
         if start in folder.parents:
