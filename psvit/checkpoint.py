@@ -25,7 +25,6 @@ FORMAT = "psvit-checkpoint/1"
 def save(model: nn.Module, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> Path:
     """Write ``model`` (a registered psvit model) and optional JSON-like ``meta`` to ``path`` atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "model": model.model_name,
@@ -33,13 +32,19 @@ def save(model: nn.Module, path: str | os.PathLike, meta: dict[str, Any] | None 
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "meta": dict(meta or {}),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # e.g. a full disk: the old file, if any, is untouched
+            raise CheckpointError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
         raise
     return path
 
@@ -52,10 +57,17 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
-        raise CheckpointError(f"not a readable checkpoint: {path} ({type(exc).__name__})") from None
+        raise CheckpointError(f"not a readable checkpoint: {path} ({_why_unreadable(exc)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"not a psvit checkpoint (no '{FORMAT}' marker): {path}")
     return payload
+
+
+def _why_unreadable(exc: Exception) -> str:
+    """Why ``torch.load`` failed, in a few words: a refused pickle, or a truncated or foreign file."""
+    if "Unsupported global" in str(exc):  # torch's weights_only unpickler met a Python object
+        return "it pickles Python objects, which weights_only loading refuses"
+    return f"truncated, corrupt or not a PyTorch file: {type(exc).__name__}"
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
@@ -100,8 +112,9 @@ def read_official_state_dict(
     try:
         payload = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except Exception as exc:
-        hint = "" if trust_pickle else "; if it pickles Python objects and you trust it, set model.trust_pickle=true"
-        raise CheckpointError(f"cannot read checkpoint {path} ({type(exc).__name__}){hint}") from None
+        why = _why_unreadable(exc)
+        hint = "; if you trust the file, set model.trust_pickle=true" if why.startswith("it pickles") else ""
+        raise CheckpointError(f"cannot read checkpoint {path} ({why}){hint}") from None
     keys = {"auto": ("state_dict_ema", "state_dict", "model"), "ema": ("state_dict_ema",),
             "raw": ("state_dict", "model")}[weights]
     taken = "the bare state_dict"
@@ -131,9 +144,22 @@ def load_official_weights(
     """
     state_dict, taken = read_official_state_dict(path, trust_pickle=trust_pickle, weights=weights)
     state_dict = to_psvit_layout(state_dict, model.model_name, model.config, checkpoint_format)
-    try:
-        model.load_state_dict(state_dict, strict=True)
-    except RuntimeError as exc:
-        detail = " ".join(str(exc).split())[:300]
-        raise CheckpointError(f"{path} does not fit the configured model: {detail}") from None
+    mismatch = _mismatch(model.state_dict(), state_dict)
+    if mismatch:
+        raise CheckpointError(f"{path} does not fit the configured model: {mismatch}; check the model.* config "
+                              "(variant, embed_dim, depth, num_heads, ...) against the checkpoint's")
+    model.load_state_dict(state_dict, strict=True)
     return taken
+
+
+def _mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str:
+    """How ``found`` differs from ``expected`` in keys and shapes, in one line with an example of each; '' if
+    it does not."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    reshaped = [k for k in expected if k in found and found[k].shape != expected[k].shape]
+    parts = [f"{len(missing)} missing keys (e.g. {missing[0]})" if missing else "",
+             f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})" if unexpected else "",
+             f"{len(reshaped)} tensors of another shape (e.g. {reshaped[0]}: {list(found[reshaped[0]].shape)} in the "
+             f"file, {list(expected[reshaped[0]].shape)} in the model)" if reshaped else ""]
+    return ", ".join(p for p in parts if p)

@@ -5,6 +5,9 @@ Registered datasets: ``digits`` (embedded, the default), ``mnist_idx``, ``image_
 
 from __future__ import annotations
 
+import contextlib
+import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +15,7 @@ from psvit.data import cifar, digits, image_folder, mnist_idx  # noqa: F401  (re
 from psvit.data.registry import dataset_options, list_datasets, load_dataset, register_dataset
 from psvit.data.splits import DataSplits, check_fractions, make_splits
 
-__all__ = ["DataSplits", "build_splits", "dataset_options", "list_datasets", "register_dataset"]
+__all__ = ["DataSplits", "build_splits", "dataset_options", "list_datasets", "register_dataset", "remember_splits"]
 
 
 def build_splits(
@@ -28,8 +31,30 @@ def build_splits(
     """Load dataset ``name`` (files under ``root`` unless embedded) at ``img_size`` and split it: val and test
     take ``val_fraction`` / ``test_fraction`` of the samples per class, or, when the dataset has an official test
     split, that is the test split and val takes ``val_fraction`` of the rest. Same ``seed``, same splits."""
+    key = json.dumps([name, str(root), img_size, val_fraction, test_fraction, seed, options], sort_keys=True,
+                     default=str)
+    if _remembered is not None and key in _remembered:
+        return _remembered[key]
     check_fractions(val_fraction, test_fraction)
     data = load_dataset(name, root, img_size, options)
-    return make_splits(
+    splits = make_splits(
         data, name=name, img_size=img_size, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
     )
+    if _remembered is not None:
+        _remembered[key] = splits
+    return splits
+
+
+_remembered: dict[str, DataSplits] | None = None
+
+
+@contextlib.contextmanager
+def remember_splits() -> Iterator[None]:
+    """Within this block, :func:`build_splits` reads each dataset once and returns the same splits for the same
+    arguments: a command checks its data before any work, then trains on it, without reading the files twice."""
+    global _remembered
+    outer, _remembered = _remembered, {} if _remembered is None else _remembered
+    try:
+        yield
+    finally:
+        _remembered = outer

@@ -1,6 +1,7 @@
 """``cifar10``: the official CIFAR-10 python format; ``root`` is the ``cifar-10-batches-py`` folder.
 
-The files are Python pickles (as distributed by the dataset's authors): only load folders you trust.
+The files are Python pickles (as distributed by the dataset's authors). They are read with an unpickler that only
+builds numpy arrays, dtypes and plain Python values, so a tampered file cannot run code: it is refused.
 """
 
 from __future__ import annotations
@@ -23,12 +24,29 @@ SIDE = 32
 PIXELS = 3 * SIDE * SIDE
 
 
+#: The only globals a CIFAR batch may name: what numpy pickles arrays and scalars with (numpy 1 and 2 paths).
+_ALLOWED_GLOBALS = frozenset({
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    *((f"numpy.{core}.multiarray", name) for core in ("core", "_core") for name in ("_reconstruct", "scalar")),
+    *((f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core")),
+})
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and plain values; any other global (a callable a payload could run) is refused."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name}")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict[bytes, Any]:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     try:
         with path.open("rb") as f:
-            content = pickle.load(f, encoding="bytes")
+            content = _ArrayUnpickler(f, encoding="bytes").load()
     except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError) as exc:
         raise DataError(f"{path}: unreadable CIFAR pickle ({exc})") from None
     if not isinstance(content, dict):

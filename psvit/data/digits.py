@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.datasets import load_digits
 
 from psvit.data.datasets import ArrayDataset, LoadedData, images_from_pixels
 from psvit.data.registry import register_dataset
@@ -15,6 +14,8 @@ DIGITS_MAX = 16.0
 @register_dataset("digits")
 def load(*, img_size: int) -> LoadedData:
     """All digits scaled to [0, 1] and bilinearly resized to ``img_size``; there is no official test split."""
+    from sklearn.datasets import load_digits  # scikit-learn takes seconds to import: only when digits are read
+
     bunch = load_digits()
     pixels = bunch.images[:, None].astype(np.float32)
     images = images_from_pixels(pixels, img_size, scale=DIGITS_MAX)

@@ -67,6 +67,12 @@ def load_dataset(name: str, root: str | Path | None, img_size: int, options: dic
         raise ConfigError(f"unknown option(s) {', '.join(unknown)} for dataset {name!r}; its options: {known}")
     if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 1:
         raise ConfigError(f"img_size must be a positive integer, got {img_size!r}")
+    where = name
     if "root" in inspect.signature(loader).parameters:
-        options = {**options, "root": data_root(name, root)}
-    return loader(img_size=img_size, **options)
+        where = data_root(name, root)
+        options = {**options, "root": where}
+    data = loader(img_size=img_size, **options)
+    if len(data.classes) < 2:
+        found = f"only class {data.classes[0]!r}" if data.classes else "no class"
+        raise DataError(f"{where}: {found}; a classifier needs at least 2 classes")
+    return data

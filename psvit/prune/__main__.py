@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from psvit.errors import ConfigError, exit_on_user_error
+from psvit.entry import hydra_main
+from psvit.errors import ConfigError
 
 if TYPE_CHECKING:
     from psvit.workflow import Setup
@@ -39,8 +39,11 @@ def allocate(s: Setup, cfg: DictConfig) -> tuple[dict[str, float], str]:
 
 
 def check_request(cfg: DictConfig) -> None:
-    """Fail fast, before any work, on a bad strategy/budget/ratio combination."""
+    """Fail fast, before any work or write, on a bad strategy/budget/ratio combination, an unwritable cache or
+    store, unknown groups, or a budget the enabled groups cannot reach."""
     from psvit.allocation import STRATEGIES, check_budget_value
+    from psvit.cli import check_pruning_plan
+    from psvit.preflight import check_outputs
     from psvit.workflow import plan
 
     strategy = cfg.strategy.name
@@ -58,10 +61,11 @@ def check_request(cfg: DictConfig) -> None:
         raise ConfigError(f"strategy={strategy} needs +budget=B (minimum memory saving, 0 < B < 1)"
                           + (" or +ratio=R" if strategy == "uniform" else ""))
     plan(cfg)
+    check_outputs(cfg)
+    check_pruning_plan(cfg, None if ratio is not None else cfg.budget)
 
 
-@hydra.main(version_base="1.3", config_path="pkg://psvit.conf", config_name="prune")
-@exit_on_user_error
+@hydra_main("prune")
 def main(cfg: DictConfig) -> None:
     check_request(cfg)
     from psvit import tracking

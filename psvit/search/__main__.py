@@ -9,34 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from psvit.errors import ConfigError, exit_on_user_error
+from psvit.entry import hydra_main
+from psvit.search.request import check_request
 
 if TYPE_CHECKING:
     from psvit.search.session import SearchSession
-
-
-def check_request(cfg: DictConfig) -> float | None:
-    """Validate everything that needs no model (budget, sampler, trial count, constraints); returns the budget."""
-    from psvit.allocation import check_budget_value
-    from psvit.search.fidelity import Fidelity
-    from psvit.search.samplers import SEARCH_SAMPLERS, STRATEGY_SAMPLERS
-    from psvit.workflow import plan
-
-    budget = cfg.get("budget")
-    if budget is not None:
-        budget = check_budget_value(budget)
-    if cfg.search.sampler not in SEARCH_SAMPLERS + STRATEGY_SAMPLERS:
-        raise ConfigError(f"search.sampler must be one of {', '.join(SEARCH_SAMPLERS + STRATEGY_SAMPLERS)}, "
-                          f"got {cfg.search.sampler!r}")
-    if not isinstance(cfg.search.n_trials, int) or cfg.search.n_trials < 1:
-        raise ConfigError(f"search.n_trials must be a positive integer, got {cfg.search.n_trials!r}")
-    Fidelity(float(cfg.search.fidelity.subset), float(cfg.search.fidelity.promote))
-    plan(cfg)
-    return budget
 
 
 def worker_index() -> int:
@@ -45,8 +25,7 @@ def worker_index() -> int:
     return int(hc.job.num) if hc.mode.name == "MULTIRUN" and hc.job.num is not None else 0
 
 
-@hydra.main(version_base="1.3", config_path="pkg://psvit.conf", config_name="search")
-@exit_on_user_error
+@hydra_main("search")
 def main(cfg: DictConfig) -> None:
     budget = check_request(cfg)
     from psvit import tracking

@@ -13,7 +13,12 @@ class PrepareStores(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from psvit import tracking
+        from psvit.errors import exit_on_user_error
+        from psvit.search.request import check_request
         from psvit.search.study import make_storage
 
+        # A bad request ends the sweep here, in one line, before a store or a job folder is made (an exception
+        # would only become a warning: Hydra's callbacks may not stop a run, but an exit does).
+        exit_on_user_error(check_request)(config)
         tracking.ensure_store(config.mlflow.tracking_uri, config.mlflow.experiment)
         make_storage(config.search.storage)

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from psvit.errors import exit_on_user_error
+from psvit.entry import hydra_main
 
 
-@hydra.main(version_base="1.3", config_path="pkg://psvit.conf", config_name="sensitivity")
-@exit_on_user_error
+@hydra_main("sensitivity")
 def main(cfg: DictConfig) -> None:
     from psvit import tracking
-    from psvit.workflow import plan, sensitivity, setup, write_sensitivity
+    from psvit.cli import check_pruning_plan
+    from psvit.preflight import check_outputs
+    from psvit.workflow import sensitivity, setup, write_sensitivity
 
-    plan(cfg)
+    check_outputs(cfg)
+    check_pruning_plan(cfg)
     s = setup(cfg)
     table, cached = sensitivity(s)
     files = write_sensitivity(table, Path(HydraConfig.get().runtime.output_dir))

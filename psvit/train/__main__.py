@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
 from psvit.cli import config_sections
-from psvit.errors import exit_on_user_error
+from psvit.entry import hydra_main
 
 
-@hydra.main(version_base="1.3", config_path="pkg://psvit.conf", config_name="train")
-@exit_on_user_error
+@hydra_main("train")
 def main(cfg: DictConfig) -> None:
     from psvit.cost import cost_report
+    from psvit.preflight import check_outputs
     from psvit.train.base import get_base_model, sample_images
     from psvit.train.compute import Compute
 
+    check_outputs(cfg)
     compute = Compute.from_options(cfg.device, config_sections(cfg, "compute")[0])
     model_cfg, data_cfg, train_cfg = config_sections(cfg, "model", "data", "train")
     base = get_base_model(

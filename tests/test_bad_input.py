@@ -1,0 +1,153 @@
+"""Bad input through the real CLI: one ``error:`` line on stderr, exit code 2, and nothing written or lost.
+
+Every case runs ``python -m psvit.<command>`` in a subprocess, in a working folder that already holds a cache
+folder, MLflow and Optuna databases and the bad input files; after the command the folder must be exactly as
+before (no Hydra output folder, no cache entry, no database change). Every case is rejected before any training,
+except the corrupt image, which is only found when it is decoded (images are read lazily).
+"""
+
+from __future__ import annotations
+
+import gzip
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import psvit
+from psvit.errors import CheckpointError
+
+BUDGET = "budget must be a number strictly between 0 and 1"
+UNREADABLE = "truncated, corrupt or not a PyTorch file"
+
+CASES = {
+    # Hydra's own errors, before the command runs (-m: a sweep)
+    "budget without +": ("search", ["budget=0.224"], "budget is not in the config; to add it, write +budget=0.224"),
+    "typo in a key": ("search", ["search.samplr=tpe"], "search.samplr is not in the config"),
+    "+ on a key that exists": ("train", ["+seed=3"], "seed is already in the config; write seed=3"),
+    "unknown model": ("search", ["+budget=0.2", "model=nope"],
+                      "model=nope: no such model config; choose one of: spikformer_cifar, spikformer_imagenet"),
+    "unknown strategy": ("prune", ["strategy=nope", "+budget=0.2"], "strategy=nope: no such strategy config"),
+    "unparsable override": ("search", ["+budget=[0.2"], "cannot parse override '+budget=[0.2'"),
+    "option after overrides": ("search", ["+budget=0.2", "-m", "search.n_trials=2"], "unrecognized arguments"),
+    "sweep: unknown model": ("search", ["-m", "+budget=0.1,0.2", "model=nope"], "model=nope: no such model"),
+    "sweep: unknown sampler": ("search", ["-m", "+budget=0.1,0.2", "search.sampler=nope"],
+                               "search.sampler must be one of"),
+    # budgets, ratios, names
+    "budget 0": ("search", ["+budget=0"], BUDGET),
+    "budget 1": ("search", ["+budget=1"], BUDGET),
+    "budget 1.5": ("prune", ["+budget=1.5"], BUDGET),
+    "budget -0.1": ("prune", ["+budget=-0.1"], BUDGET),
+    "budget abc": ("search", ["+budget=abc"], BUDGET),
+    "budget empty": ("search", ["+budget="], BUDGET),
+    "infeasible budget": ("prune", ["+budget=0.95", "prune.enabled=[mlp]"], "budget 0.9500 is infeasible"),
+    "ratio 1.5": ("prune", ["strategy=uniform", "+ratio=1.5"], "ratio must be a keep ratio in (0, 1]"),
+    "ratio 0": ("prune", ["strategy=uniform", "+ratio=0"], "ratio must be a keep ratio in (0, 1]"),
+    "grid ratio 1.5": ("sensitivity", ["sensitivity.grid=[1.5,0.5]"], "sensitivity.grid must be keep ratios"),
+    "unknown sampler": ("search", ["+budget=0.2", "search.sampler=nope"], "search.sampler must be one of"),
+    "unknown group": ("sensitivity", ["prune.enabled=[mlp,nope]"], "unknown group or kind 'nope'"),
+    # data
+    "no data.root": ("train", ["data=mnist_idx"], "set data.root"),
+    "missing data.root": ("train", ["data=mnist_idx", "data.root={tmp}/nope"], "{tmp}/nope: no such directory"),
+    "empty data.root": ("train", ["data=image_folder", "data.root={tmp}/empty"], "{tmp}/empty: empty folder"),
+    "MNIST bad magic": ("train", ["data=mnist_idx", "data.root={tmp}/bad_magic"], "bad magic number"),
+    "MNIST truncated": ("train", ["data=mnist_idx", "data.root={tmp}/truncated"], "truncated or corrupt"),
+    "one class": ("train", ["data=image_folder", "data.root={tmp}/one_class"],
+                  "{tmp}/one_class: only class 'cat'; a classifier needs at least 2 classes"),
+    "corrupt image": ("train", ["data=image_folder", "data.root={tmp}/corrupt_image", "data.img_size=8",
+                                "train.epochs=1"], "{tmp}/corrupt_image/dog/3.png: unreadable image"),
+    # checkpoints
+    "checkpoint missing": ("train", ["model.checkpoint={tmp}/nope.pt"], "checkpoint not found"),
+    "checkpoint corrupt": ("train", ["model.checkpoint={tmp}/corrupt.pt"], UNREADABLE),
+    "checkpoint truncated": ("train", ["model.checkpoint={tmp}/truncated.pt"], UNREADABLE),
+    "checkpoint not a model": ("train", ["model.checkpoint={tmp}/not_a_model.pt"], "no state_dict found"),
+    "checkpoint wrong architecture": ("train", ["model.checkpoint={tmp}/wrong_arch.pt"],
+                                      "does not fit the configured model"),
+    # services and faults
+    "MLflow unreachable": ("search", ["+budget=0.2", "mlflow.tracking_uri=http://127.0.0.1:9"],
+                           "MLflow tracking server http://127.0.0.1:9 is unreachable"),
+    "MLflow unknown scheme": ("sensitivity", ["mlflow.tracking_uri=nope://host"], "unknown scheme 'nope'"),
+    "MLflow SQLite folder missing": ("prune", ["+budget=0.2", "mlflow.tracking_uri=sqlite:///{tmp}/nope/m.db"],
+                                     "folder {tmp}/nope does not exist"),
+    "storage malformed": ("search", ["+budget=0.2", "search.storage=sqlite:/optuna.db"], "not a valid database URL"),
+    "storage bad port": ("search", ["+budget=0.2", "search.storage=postgresql://u@host:port/db"],
+                         "not a valid database URL"),
+    "cache not writable": ("train", ["cache_dir={tmp}/notes.txt/cache"], "{tmp}/notes.txt is not a folder"),
+    "output dir not writable": ("train", ["hydra.run.dir={tmp}/notes.txt/run"], "cannot use {tmp}/notes.txt/run"),
+}
+
+
+def idx_file(array: np.ndarray) -> bytes:
+    """An IDX file of unsigned bytes: magic, dimensions, data."""
+    dims = b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return bytes([0, 0, 8, array.ndim]) + dims + array.astype(np.uint8).tobytes()
+
+
+def write_bad_inputs(tmp: Path) -> None:
+    """The files the cases read, next to a cache and databases that must survive untouched."""
+    (tmp / "cache").mkdir()
+    (tmp / "cache" / "keep.txt").write_text("an earlier cache entry")
+    (tmp / "mlflow.db").write_bytes(b"")
+    (tmp / "optuna.db").write_bytes(b"")
+    (tmp / "notes.txt").write_text("a file where a folder is expected")
+    (tmp / "empty").mkdir()
+    images, labels = np.zeros((20, 8, 8), np.uint8), np.arange(20) % 2
+    for name in ("bad_magic", "truncated"):
+        (tmp / name).mkdir()
+        (tmp / name / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_file(labels)))
+    (tmp / "bad_magic" / "t10k-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x01" + idx_file(images)[4:])
+    (tmp / "truncated" / "t10k-images-idx3-ubyte").write_bytes(idx_file(images)[:-10])
+    for folder, classes in (("one_class", ("cat",)), ("corrupt_image", ("cat", "dog"))):
+        for c in classes:
+            (tmp / folder / c).mkdir(parents=True)
+            for i in range(6):
+                Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp / folder / c / f"{i}.png")
+    (tmp / "corrupt_image" / "dog" / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    (tmp / "corrupt.pt").write_bytes(b"not a checkpoint at all")
+    torch.save([1, 2, 3], tmp / "not_a_model.pt")
+    other = psvit.create_model("spikformer", variant="cifar", img_size=16, embed_dim=16, num_heads=2, depth=1, T=2,
+                               in_channels=1, num_classes=10)
+    torch.save({"state_dict": other.state_dict()}, tmp / "wrong_arch.pt")
+    whole = (tmp / "wrong_arch.pt").read_bytes()
+    (tmp / "truncated.pt").write_bytes(whole[: len(whole) // 2])
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file's size and modification time, and every folder, under ``root``."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else (-1, -1)
+            for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(run_cli, tmp_path: Path, case: str) -> None:
+    command, overrides, expected = CASES[case]
+    write_bad_inputs(tmp_path)
+    before = snapshot(tmp_path)
+    flags = ("-m",) if overrides[0] == "-m" else ()
+    args = [o.format(tmp=tmp_path) for o in overrides[len(flags):]]
+    start = time.perf_counter()
+    result = run_cli(command, f"cache_dir={tmp_path}/cache", *args, flags=flags, check=False, timeout=120)
+    seconds = time.perf_counter() - start
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert expected.format(tmp=tmp_path) in lines[0]
+    assert snapshot(tmp_path) == before
+    if case.startswith("MLflow unreachable"):
+        assert seconds < 60  # fails fast: MLflow's own client would retry for minutes
+
+
+def test_a_failed_checkpoint_write_leaves_the_old_file_whole(tmp_path: Path) -> None:
+    model = psvit.create_model("spikformer", variant="cifar", img_size=16, embed_dim=16, num_heads=2, depth=1, T=2,
+                               in_channels=1, num_classes=10)
+    path = psvit.save(model, tmp_path / "model.pt", meta={"version": 1})
+    with pytest.raises(Exception, match="lambda"):  # torch.save fails half-way: meta cannot be pickled
+        psvit.save(model, path, meta={"version": 2, "bad": lambda: None})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]  # no temporary file left behind
+    assert torch.load(path, weights_only=True)["meta"] == {"version": 1}
+    (tmp_path / "notes.txt").write_text("a file where a folder is expected")
+    with pytest.raises(CheckpointError, match="cannot write checkpoint .*notes.txt/model.pt"):
+        psvit.save(model, tmp_path / "notes.txt" / "model.pt")
