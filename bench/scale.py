@@ -12,8 +12,8 @@ in a scratch folder, then reads the trials back from Optuna:
   synthetic 224-px image folder made here, two channel groups enabled, 3 trials; the same split.
 * ``fidelity``: on MNIST-10k (``../shared/data/mnist-t10k``) at budget 0.6, a full-fidelity search (every trial:
   one recovery epoch and the whole validation split) against the multi-fidelity one (every trial on a 20 %
-  validation subset, the top third promoted to the full treatment), run side by side (so both see the same
-  machine load), same trials and seed. Reported: the chosen model's test accuracy before and after fine-tuning,
+  validation subset, the top quarter promoted to the full treatment), run side by side (so both see the same
+  machine load), same trials, seed and a 3-point sensitivity grid. Reported: the chosen model's test accuracy before and after fine-tuning,
   and the search's wall time (sensitivity + trials; the base model is trained once beforehand).
 """
 
@@ -132,12 +132,12 @@ def chosen(scratch: Path) -> dict[str, float]:
 def part_fidelity(work: Path, seed: int, trials: int) -> dict[str, Any]:
     base = [*MNIST_ARGS, f"seed={seed}", f"cache_dir={work / 'cache'}"]
     common = [*base, f"search.seed={seed}", "+budget=0.6", f"search.n_trials={trials}", "search.recovery_epochs=1",
-              "finetune.epochs=2", "search.latency_repeats=1"]
+              "finetune.epochs=2", "search.latency_repeats=1", "sensitivity.grid=[0.75,0.5,0.25]"]
     (work / "prep").mkdir(parents=True, exist_ok=True)  # the base model, trained once for both arms
     subprocess.run([sys.executable, "-m", "psvit.train", "progress=false", f"hydra.run.dir={work / 'prep'}", *base],
                    cwd=work / "prep", check=True, capture_output=True)
     arms = {"full fidelity": ["search.fidelity.subset=1.0"],
-            "multi-fidelity": ["search.fidelity.subset=0.2", "search.fidelity.promote=0.34"]}
+            "multi-fidelity": ["search.fidelity.subset=0.2", "search.fidelity.promote=0.25"]}
     running = {name: search(work / name.replace(" ", "-"), [*common, f"search.study_name=s{seed}", *extra])
                for name, extra in arms.items()}
     result = {}
