@@ -57,7 +57,11 @@ def load_or_make(path: Path, load: Callable[[Path], T], make: Callable[[], T], w
     the others wait. Returns the value and whether it was loaded from the cache."""
     if path.is_file():
         return load(path), True
-    with file_lock(path.with_name(f".{path.name}.lock"), f"waiting for another process to make the {what} {path}"):
-        if path.is_file():
-            return load(path), True
-        return make(), False
+    lock = path.with_name(f".{path.name}.lock")
+    with file_lock(lock, f"waiting for another process to make the {what} {path}"):
+        try:
+            if path.is_file():
+                return load(path), True
+            return make(), False
+        finally:  # still held: a process waiting on it finds the entry made (or makes it after a failure)
+            lock.unlink(missing_ok=True)

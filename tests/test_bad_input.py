@@ -29,7 +29,7 @@ CASES = {
     "typo in a key": ("search", ["search.samplr=tpe"], "search.samplr is not in the config"),
     "+ on a key that exists": ("train", ["+seed=3"], "seed is already in the config; write seed=3"),
     "unknown model": ("search", ["+budget=0.2", "model=nope"],
-                      "model=nope: no such model config; choose one of: spikformer_cifar, spikformer_imagenet"),
+                      "model=nope: no such model config; choose one of: sdt_imagenet, sdt_tiny, spikformer_cifar"),
     "unknown strategy": ("prune", ["strategy=nope", "+budget=0.2"], "strategy=nope: no such strategy config"),
     "unparsable override": ("search", ["+budget=[0.2"], "cannot parse override '+budget=[0.2'"),
     "option after overrides": ("search", ["+budget=0.2", "-m", "search.n_trials=2"], "unrecognized arguments"),

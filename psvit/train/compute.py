@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from psvit.errors import ConfigError
+from psvit.errors import ConfigError, PsvitError
 from psvit.models.lif import lif_backend
 
 #: ``compute.amp`` values and the autocast dtype each one means (``None``: float32, no autocast).
@@ -38,6 +38,23 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={device} but this machine has no CUDA GPU that torch can use; use device=auto")
     return dev
+
+
+class UserErrorLoader(DataLoader):
+    """A DataLoader whose worker processes' user errors (a corrupt image, say) surface as the one-line error they
+    were, not wrapped in the worker's traceback."""
+
+    def __iter__(self) -> Iterator:
+        batches = super().__iter__()
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except PsvitError as exc:  # the message is "Caught X in DataLoader worker ...\n<traceback>\nX: msg"
+                last = str(exc).strip().splitlines()[-1]
+                raise type(exc)(last.split(": ", 1)[-1] if last.startswith("psvit.") else str(exc)) from None
+            yield batch
 
 
 def device_name(device: torch.device) -> str:
@@ -97,9 +114,8 @@ class Compute:
         """A DataLoader over ``dataset``; shuffling is driven by its own seeded generator."""
         generator = torch.Generator().manual_seed(seed) if shuffle else None
         workers = self.workers_for(dataset)
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                          num_workers=workers, pin_memory=self.pin_memory and self.device.type == "cuda",
-                          persistent_workers=False)
+        return UserErrorLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                               num_workers=workers, pin_memory=self.pin_memory and self.device.type == "cuda")
 
     def to_device(self, batches: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The loader's ``(images, labels)`` on this device (non-blocking from pinned memory)."""
