@@ -58,7 +58,8 @@ class BaseModel:
 
     def describe(self) -> str:
         """Three lines: the data splits, where the base model comes from, and its accuracies."""
-        how = "reused cached" if self.from_cache else f"trained in {self.train_seconds:.1f} s,"
+        how = ("reused cached" if self.from_cache else "loaded checkpoint weights, cached in" if self.train_seconds == 0
+               else f"trained in {self.train_seconds:.1f} s,")
         return (f"{self.splits.describe()}\nbase model: {how} {self.path}\n"
                 f"test accuracy: {self.test_acc:.4f}  (validation {self.val_acc:.4f})")
 
@@ -144,7 +145,7 @@ def get_base_model(
         else:
             train_model(model, splits.train, seed=seed, compute=compute, progress=progress, desc="train base",
                         **train_cfg)
-        train_seconds = time.perf_counter() - start
+        train_seconds = 0.0 if source else time.perf_counter() - start
         val_acc = evaluate(model, splits.val, compute)
         test_acc = evaluate(model, splits.test, compute)
         meta = {"val_acc": val_acc, "test_acc": test_acc, "train_seconds": train_seconds, "key": key}
