@@ -10,6 +10,7 @@ in a scratch folder, then reads the trials back from Optuna:
   search's own up-front estimate next to the measured time.
 * ``spikformer512``: Spikformer-8-512 at 224 px with random weights (``model.checkpoint``: no training) on a
   synthetic 224-px image folder made here, two channel groups enabled, 3 trials; the same split.
+* ``amp``: the default base model's test and validation accuracy in float32, bf16 and fp16 (autocast).
 * ``fidelity``: on MNIST-10k (``../shared/data/mnist-t10k``) at budget 0.6, a full-fidelity search (every trial:
   one recovery epoch and the whole validation split) against the multi-fidelity one (every trial on a 20 %
   validation subset, the top quarter promoted to the full treatment), run side by side (so both see the same
@@ -117,6 +118,21 @@ def part_spikformer512(work: Path) -> dict[str, Any]:
             "wall_seconds": time.time() - start}
 
 
+def part_amp() -> dict[str, dict[str, float]]:
+    """Test and validation accuracy of the default base model in float32, bf16 and fp16 (autocast, this device)."""
+    from hydra import compose, initialize_config_module
+
+    from psvit.train import Compute, evaluate
+    from psvit.workflow import compute_of, setup
+
+    with initialize_config_module(config_module="psvit.conf", version_base="1.3"):
+        s = setup(compose(config_name="search", overrides=["progress=false"]))
+    device = compute_of(s.cfg).device
+    return {amp or "float32": {split: 100 * evaluate(s.base.model, getattr(s.base.splits, split),
+                                                     Compute(device, amp=amp)) for split in ("test", "val")}
+            for amp in (None, "bf16", "fp16")}
+
+
 def chosen(scratch: Path) -> dict[str, float]:
     """The chosen model's test accuracy before and after fine-tuning, and its saving (%), from the parent run."""
     import mlflow
@@ -185,6 +201,9 @@ def markdown(blob: dict[str, Any]) -> str:
                       "|" + "---:|" * (len(PHASES) + 2),
                       "| " + " | ".join(f"{r['split'][k]:.2f}" for k in (*PHASES, "rest", "trial")) + " |", "",
                       f"whole command: {r['wall_seconds']:.0f} s measured; its own {r['estimate']}", ""]
+    if "amp" in blob:
+        lines += ["## mixed precision, default base model\n", "| precision | test acc | val acc |", "|---|---:|---:|",
+                  *(f"| {k} | {v['test']:.2f} | {v['val']:.2f} |" for k, v in blob["amp"].items()), ""]
     for seed, arms in blob.get("fidelity", {}).items():
         lines += [f"## fidelity, MNIST-10k, budget 0.6, seed {seed}\n",
                   "| search | trials (promoted) | test acc pruned | test acc fine-tuned | saving | search wall time |",
@@ -205,7 +224,7 @@ def markdown(blob: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="+", default=["default", "spikformer512", "fidelity"],
-                        choices=["default", "spikformer512", "fidelity"])
+                        choices=["default", "spikformer512", "fidelity", "amp"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scale")
@@ -219,6 +238,8 @@ def main() -> None:
             blob["default"] = part_default(work)
         if "spikformer512" in args.parts:
             blob["spikformer512"] = part_spikformer512(work)
+        if "amp" in args.parts:
+            blob["amp"] = part_amp()
         if "fidelity" in args.parts:
             blob["fidelity"] = {str(s): part_fidelity(work / f"fidelity-{s}", s, args.trials) for s in args.seeds}
     args.out.mkdir(parents=True, exist_ok=True)
