@@ -58,6 +58,7 @@ def load_or_make(path: Path, load: Callable[[Path], T], make: Callable[[], T], w
     if path.is_file():
         return load(path), True
     lock = path.with_name(f".{path.name}.lock")
+    new_folder = not path.parent.exists()
     with file_lock(lock, f"waiting for another process to make the {what} {path}"):
         try:
             if path.is_file():
@@ -65,3 +66,6 @@ def load_or_make(path: Path, load: Callable[[Path], T], make: Callable[[], T], w
             return make(), False
         finally:  # still held: a process waiting on it finds the entry made (or makes it after a failure)
             lock.unlink(missing_ok=True)
+            if new_folder:  # a failed first entry leaves no empty cache folder behind
+                with contextlib.suppress(OSError):
+                    path.parent.rmdir()

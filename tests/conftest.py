@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+# Two test workers share 2 cores: one thread each (and in every CLI subprocess), or they slow each other 10-50x.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import pytest
 
 from helpers import TINY_BY_COMMAND
