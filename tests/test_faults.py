@@ -75,8 +75,11 @@ def start_and_signal(cache: Path, cwd: Path, name: str, sig: int, after_complete
                      ) -> tuple[subprocess.Popen, int]:
     """Start a worker; once ``after_complete`` trials are COMPLETE and another has its MLflow run open, send it
     ``sig`` and wait for it to end. Returns the worker and the number of the trial it was running."""
+    # SIGINT back to its default: a shell's background job (CI run with `&`) starts with it ignored, and Python
+    # then never turns it into KeyboardInterrupt, as it does at a terminal.
     worker = subprocess.Popen(command(f"search.study_name={name}", *SLOW_TRIALS, *overrides), cwd=cwd,
-                              env=environment(cache), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              env=environment(cache), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     running = None
     try:
         deadline = time.monotonic() + 180
