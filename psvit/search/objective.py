@@ -152,8 +152,7 @@ class TrialObjective:
 
     def _cost(self, model: nn.Module, seconds: dict[str, float]) -> dict[str, float]:
         with phase(seconds, "cost"):
-            compute = self.setup.compute
-            images = sample_images(self.setup.base.splits, min(64, compute.eval_batch_size), compute.device)
+            images = sample_images(self.setup.base.splits, self.setup.compute)
             return cost_report(model, images, latency_repeats=self.latency_repeats).to_dict()
 
     def _promotes(self, trial: optuna.Trial, score: float, saving: float) -> bool:
