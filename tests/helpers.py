@@ -17,3 +17,23 @@ def compose(config_name: str, *overrides: str):
 
     with initialize_config_module(config_module="psvit.conf", version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=False)
+
+
+def calibrated(model, images):
+    """``model`` with random BN affines (so neurons fire) and BN running stats measured as the plain average over
+    ``images`` and one more random batch, in eval mode; returns ``(model, images)``."""
+    import torch
+    from spikingjelly.activation_based import functional
+    from torch import nn
+
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.momentum = None  # running stats = plain average over the calibration batches
+                m.weight.uniform_(0.8, 1.6)
+                m.bias.uniform_(0.3, 1.2)
+        model.train()
+        for batch in (images, torch.randn_like(images)):
+            model(batch)
+            functional.reset_net(model)
+    return model.eval(), images

@@ -21,6 +21,8 @@ from official_reference import (
 from psvit.models import create_model
 from psvit.models.lif import LIFNode, lif
 
+from helpers import calibrated
+
 COMMON = {"mlp_ratio": 4.0, "T": 4, "in_channels": 3}
 # variant -> (official config, key listing, state_dict entries, parameters, parameters without norm1/norm2)
 OFFICIAL = {
@@ -70,17 +72,7 @@ def _calibrated(variant: str) -> tuple[nn.Module, torch.Tensor]:
     torch.manual_seed(0)
     model = create_model("spikformer", **config)
     images = torch.randn(4, config["in_channels"], config["img_size"], config["img_size"])
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.momentum = None  # running stats = plain average over the calibration batches
-                m.weight.uniform_(0.8, 1.6)
-                m.bias.uniform_(0.3, 1.2)
-        model.train()
-        for batch in (images, torch.randn_like(images)):
-            model(batch)
-            functional.reset_net(model)
-    return model.eval(), images
+    return calibrated(model, images)
 
 
 def _lif_outputs(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

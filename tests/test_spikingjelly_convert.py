@@ -14,6 +14,8 @@ from psvit.errors import CheckpointError, ConfigError
 from psvit.models import create_model
 from psvit.models.spikingjelly_convert import is_spikingjelly_spikformer
 
+from helpers import calibrated
+
 #: spikingjelly patch size -> psvit variant; small models (img 64 at patch 16 gives 4x4 tokens)
 LAYOUTS = {16: ("imagenet", 64), 4: ("cifar", 32)}
 DIMS = {"embed_dims": 32, "num_heads": 4, "depths": 2, "mlp_ratio": 4.0}
@@ -26,17 +28,7 @@ def _spikingjelly_model(patch_size: int) -> tuple[nn.Module, torch.Tensor]:
     model = SJSpikformer(T=4, in_channels=3, img_size_h=img, img_size_w=img, patch_size=patch_size,
                          num_classes=10, **DIMS)
     images = torch.randn(4, 3, img, img)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.momentum = None
-                m.weight.uniform_(0.8, 1.6)
-                m.bias.uniform_(0.3, 1.2)
-        model.train()
-        for batch in (images, torch.randn_like(images)):
-            model(batch)
-            functional.reset_net(model)
-    return model.eval(), images
+    return calibrated(model, images)
 
 
 def _psvit_model(patch_size: int, stem_pool: str = "before_lif") -> nn.Module:
