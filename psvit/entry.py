@@ -7,7 +7,9 @@ does (overrides, ``-m`` sweeps, launchers, ``--cfg``/``--help``), it
   is not in the config, an argument it does not know) and OmegaConf's errors into one ``error: ...`` line and
   exit code 2, as :func:`psvit.errors.exit_on_user_error` does for psvit's own errors;
 * removes what Hydra wrote for a job that stopped on a user error (its ``.hydra/`` record, its empty log, and the
-  output folders that are then empty), so a rejected command leaves nothing behind.
+  output folders that are then empty), so a rejected command leaves nothing behind;
+* turns SIGTERM into an interrupt, as Ctrl-C is (:mod:`psvit.interrupt`), and reports either in one line,
+  ``interrupted by ...``, with exit code 128 + the signal's number.
 
 ``HYDRA_FULL_ERROR=1`` keeps Hydra's full tracebacks for its own errors, as it does without this launcher.
 """
@@ -18,6 +20,7 @@ import contextlib
 import functools
 import os
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +32,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from psvit.data import remember_splits
 from psvit.errors import ConfigError, PsvitError, exit_on_user_error
+from psvit.interrupt import Interrupted, stop_on_sigterm
 
 Task = Callable[[DictConfig], None]
 
@@ -65,7 +69,12 @@ def hydra_main(config_name: str) -> Callable[[Task], Callable[[], None]]:
             os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra then raises its errors instead of printing them
             try:
                 check_arguments()
-                app()
+                with stop_on_sigterm():
+                    app()
+            except KeyboardInterrupt as exc:
+                stopped = exc if isinstance(exc, Interrupted) else Interrupted.of(exc, "")
+                print(stopped, file=sys.stderr)
+                sys.exit(stopped.exit_code)
             except (HydraException, OmegaConfBaseException, OSError) as exc:
                 error = None if full_error else user_error(exc)
                 if error is None:

@@ -1,6 +1,6 @@
 """Faults injected into real ``python -m psvit.search`` workers (subprocesses, SQLite Optuna + MLflow stores).
 
-``kill -9`` mid-trial and an immediate rerun, Ctrl-C (SIGINT) and a rerun, workers started together on an empty
+``kill -9`` mid-trial and an immediate rerun, Ctrl-C (SIGINT) or SIGTERM and a rerun, workers started together on an empty
 cache, and a study reused with other settings. Plus the worker loop's handling of a failing trial, on a real
 Optuna storage.
 """
@@ -72,13 +72,13 @@ def child_runs(cwd: Path) -> tuple[list, list]:
 
 
 def start_and_signal(cache: Path, cwd: Path, name: str, sig: int, after_complete: int, *overrides: str
-                     ) -> tuple[subprocess.Popen, int]:
+                     ) -> tuple[subprocess.Popen, int, str]:
     """Start a worker; once ``after_complete`` trials are COMPLETE and another has its MLflow run open, send it
-    ``sig`` and wait for it to end. Returns the worker and the number of the trial it was running."""
+    ``sig`` and wait for it to end. Returns the worker, the number of the trial it was running and its stderr."""
     # SIGINT back to its default: a shell's background job (CI run with `&`) starts with it ignored, and Python
     # then never turns it into KeyboardInterrupt, as it does at a terminal.
     worker = subprocess.Popen(command(f"search.study_name={name}", *SLOW_TRIALS, *overrides), cwd=cwd,
-                              env=environment(cache), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=environment(cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     running = None
     try:
@@ -97,9 +97,9 @@ def start_and_signal(cache: Path, cwd: Path, name: str, sig: int, after_complete
     finally:
         if running is None:
             worker.kill()
-        worker.wait(timeout=120)
-    assert running is not None, f"the worker never reached a trial:\n{worker.stdout.read()}"
-    return worker, running
+        out, err = worker.communicate(timeout=120)
+    assert running is not None, f"the worker never reached a trial:\n{out}\n{err}"
+    return worker, running, err
 
 
 def file_sha256(path: Path) -> str:
@@ -128,7 +128,7 @@ def assert_settled(cwd: Path, name: str, n_trials: int, cache: Path) -> optuna.S
 
 def test_kill_9_mid_trial_then_immediate_rerun_completes_the_study(warm_cache: Path, tmp_path: Path) -> None:
     """The rerun comes well within ``search.grace_period`` (60 s): the dead worker's trial is failed at once."""
-    worker, killed = start_and_signal(warm_cache, tmp_path, "k9", signal.SIGKILL, 2, "search.n_trials=3")
+    worker, killed, _ = start_and_signal(warm_cache, tmp_path, "k9", signal.SIGKILL, 2, "search.n_trials=3")
     assert worker.returncode == -signal.SIGKILL
     st = load(tmp_path, "k9")
     assert st.trials[killed].state == TrialState.RUNNING  # what the killed worker leaves behind
@@ -146,9 +146,17 @@ def test_kill_9_mid_trial_then_immediate_rerun_completes_the_study(warm_cache: P
     assert retried.user_attrs[WORKER_ATTR]["pid"] != st.trials[killed].user_attrs[WORKER_ATTR]["pid"]
 
 
-def test_ctrl_c_fails_the_trial_kills_its_run_and_a_rerun_resumes(warm_cache: Path, tmp_path: Path) -> None:
-    worker, interrupted = start_and_signal(warm_cache, tmp_path, "int", signal.SIGINT, 1, "search.n_trials=2")
-    assert worker.returncode != 0
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupt_fails_the_trial_kills_its_run_and_a_rerun_resumes(warm_cache: Path, tmp_path: Path,
+                                                                       sig: int) -> None:
+    """Ctrl-C, or the SIGTERM a scheduler sends before it kills a job: one line, exit code 128 + signal."""
+    worker, interrupted, stderr = start_and_signal(warm_cache, tmp_path, "int", sig, 1, "search.n_trials=2")
+    assert worker.returncode == 128 + sig
+    assert "Traceback" not in stderr
+    name = "Ctrl-C (SIGINT)" if sig == signal.SIGINT else "SIGTERM"
+    assert stderr.strip().splitlines()[-1] == (
+        f"interrupted by {name}: study 'int' keeps its 1 complete trials (a trial in progress is marked FAIL); "
+        "rerun the same command to resume")
     st = load(tmp_path, "int")
     assert st.trials[interrupted].state == TrialState.FAIL
     assert TrialState.RUNNING not in [t.state for t in st.trials]

@@ -13,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from psvit.entry import hydra_main
+from psvit.interrupt import Interrupted
 from psvit.search.request import check_request
 
 if TYPE_CHECKING:
@@ -37,10 +38,14 @@ def main(cfg: DictConfig) -> None:
         return
 
     session = SearchSession.start(cfg, budget, seed_offset=worker_index())
-    try:
+    try:  # the parent run says how this worker ended; the error still propagates
         run_and_print(cfg, session)
-    except BaseException as exc:  # the parent run says how this worker ended; the error still propagates
-        tracking.end_run(session.parent_run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+    except KeyboardInterrupt as exc:
+        tracking.end_run(session.parent_run_id, "KILLED")
+        raise Interrupted.of(exc, f"study {session.study_name!r} keeps its {session.n_complete()} complete trials "
+                                  "(a trial in progress is marked FAIL); rerun the same command to resume") from None
+    except BaseException:
+        tracking.end_run(session.parent_run_id, "FAILED")
         raise
     tracking.end_run(session.parent_run_id, "FINISHED")
 

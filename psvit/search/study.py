@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -38,6 +40,28 @@ MAX_FAILURES_IN_A_ROW = 3
 # Heartbeats and stale-trial retries are marked experimental in Optuna 5; they are what we rely on.
 warnings.filterwarnings("ignore", category=ExperimentalWarning, module="optuna")
 warnings.filterwarnings("ignore", category=ExperimentalWarning, module=__name__)
+
+
+class _QuietInterruptedTrials(logging.Filter):
+    """Optuna logs an interrupted trial as failed, in two warnings (the first with a traceback); the interrupt is
+    reported in one line instead (:mod:`psvit.interrupt`), so both are dropped."""
+
+    _FAILED = re.compile(r"Trial (\d+) failed")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interrupted: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        found = self._FAILED.match(record.getMessage())
+        if found is None:
+            return True
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            self.interrupted.add(found[1])
+        return found[1] not in self.interrupted
+
+
+logging.getLogger(optuna.study._optimize.__name__).addFilter(_QuietInterruptedTrials())
 
 
 def make_storage(url: str, heartbeat_interval: int = 10, grace_period: int = 30) -> RDBStorage:
