@@ -4,11 +4,15 @@ Every case runs ``python -m psvit.<command>`` in a subprocess, in a working fold
 folder, MLflow and Optuna databases and the bad input files; after the command the folder must be exactly as
 before (no Hydra output folder, no cache entry, no database change). Every case is rejected before any training,
 except the corrupt image, which is only found when it is decoded (images are read lazily).
+
+With ``$PSVIT_BAD_INPUT_ROWS`` set to a folder, each case also writes its row of the README's table there
+(``NN.md``, paths relative to the case's folder): ``cat $PSVIT_BAD_INPUT_ROWS/*.md``.
 """
 
 from __future__ import annotations
 
 import gzip
+import os
 import time
 from pathlib import Path
 
@@ -36,6 +40,7 @@ CASES = {
     "sweep: unknown model": ("search", ["-m", "+budget=0.1,0.2", "model=nope"], "model=nope: no such model"),
     "sweep: unknown sampler": ("search", ["-m", "+budget=0.1,0.2", "search.sampler=nope"],
                                "search.sampler must be one of"),
+    "sweep: one bad budget": ("search", ["-m", "+budget=0.1,abc"], f"sweep job 1 (+budget=abc): {BUDGET}"),
     # budgets, ratios, names
     "budget 0": ("search", ["+budget=0"], BUDGET),
     "budget 1": ("search", ["+budget=1"], BUDGET),
@@ -138,6 +143,18 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(run_cli, tmp_path: Path
     assert snapshot(tmp_path) == before
     if case.startswith("MLflow unreachable"):
         assert seconds < 60  # fails fast: MLflow's own client would retry for minutes
+    if os.environ.get("PSVIT_BAD_INPUT_ROWS"):
+        write_row(Path(os.environ["PSVIT_BAD_INPUT_ROWS"]), case, command, [*flags, *args], lines[0], tmp_path)
+
+
+def write_row(folder: Path, case: str, command: str, args: list[str], error: str, tmp: Path) -> None:
+    """The case's row of the README's table of bad inputs."""
+    def relative(text: str) -> str:
+        return text.replace(f"{tmp}/", "")
+
+    folder.mkdir(parents=True, exist_ok=True)
+    row = f"| {case} | `{command} {relative(' '.join(args))}` | `{relative(error)}` | 2 | nothing |\n"
+    (folder / f"{list(CASES).index(case):02d}.md").write_text(row)
 
 
 def test_a_failed_checkpoint_write_leaves_the_old_file_whole(tmp_path: Path) -> None:
