@@ -23,6 +23,7 @@ from psvit.cost import (
     measure_firing_rates,
     measure_latency,
     memory_saving,
+    report_forward_images,
     weight_bytes,
 )
 from psvit.errors import ConfigError
@@ -201,6 +202,15 @@ def test_cost_report_on_a_small_model() -> None:
     lines = report.format().splitlines()
     assert len(lines) == 12 and f"{report.params:,}" in lines[1]
     assert lines[-2].endswith("ms / batch of 8, cpu") and lines[-1].endswith("ms / image, cpu")
+
+
+def test_report_forward_images_counts_what_the_cost_report_runs() -> None:
+    """The search's estimate prices the cost report by this count: it is the images that reach the model."""
+    model = firing_model(SMALL)
+    seen = []
+    model.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[0]))
+    cost_report(model, digits(8), latency_repeats=3)
+    assert sum(seen) == report_forward_images(8, latency_repeats=3) == 8 * 6 + 5
 
 
 def test_measure_latency_restores_model_state() -> None:

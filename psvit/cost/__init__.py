@@ -3,7 +3,7 @@
 from psvit.cost.analytic import count_flops, count_params, layer_macs, memory_saving, spike_probes, weight_bytes
 from psvit.cost.firing import measure_firing_rates
 from psvit.cost.latency import measure_latency
-from psvit.cost.report import E_AC_PJ, E_MAC_PJ, CostReport, cost_report, energy_mj
+from psvit.cost.report import E_AC_PJ, E_MAC_PJ, CostReport, cost_report, energy_mj, report_forward_images
 
 __all__ = [
     "E_AC_PJ",
@@ -17,6 +17,7 @@ __all__ = [
     "measure_firing_rates",
     "measure_latency",
     "memory_saving",
+    "report_forward_images",
     "spike_probes",
     "weight_bytes",
 ]

@@ -17,7 +17,7 @@ from torch import nn
 
 from psvit.cost.analytic import count_params, layer_macs, weight_bytes
 from psvit.cost.firing import measure_firing_rates
-from psvit.cost.latency import measure_latency
+from psvit.cost.latency import WARMUP, measure_latency
 from psvit.train.compute import device_name
 
 #: Energy of one 32-bit float multiply-accumulate, in picojoules (45 nm).
@@ -79,6 +79,13 @@ class CostReport:
 def energy_mj(analog_macs: float, sops: float) -> float:
     """``E_MAC * analog_macs + E_AC * sops``, in millijoules."""
     return (E_MAC_PJ * analog_macs + E_AC_PJ * sops) / PJ_PER_MJ
+
+
+def report_forward_images(batch_size: int, latency_repeats: int = 10) -> int:
+    """How many images :func:`cost_report` sends through the model for a batch of ``batch_size``: one pass for
+    the firing rates, then warm-up and timed forwards of the batch and of one image (what it costs to run)."""
+    forwards = WARMUP + latency_repeats
+    return batch_size * (1 + forwards) + forwards
 
 
 def cost_report(model: nn.Module, images: torch.Tensor, *, latency_repeats: int = 10) -> CostReport:

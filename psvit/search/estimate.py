@@ -3,8 +3,9 @@
 Two rates are measured on the configured model (random weights, the data's real images): seconds per image of an
 inference forward (at the evaluation batch size, capped) and of a training step (forward + backward). Every
 stage of the search is then a count of images times one of them: base training (if not cached), the sensitivity
-cells (if not cached), the trials at their fidelities, and the final fine-tune. Pruning, the cost report and
-logging are not counted, so the estimate is a lower bound when models are small (see ``bench/scale.py``).
+cells (if not cached), the trials at their fidelities with the cost report of every full-fidelity trial, and the
+final fine-tune and its cost report. Pruning and logging are not counted, so the estimate is a lower bound when
+models are small (see ``bench/scale.py``).
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from torch import nn
 
 from psvit.allocation import select_groups
 from psvit.cli import config_sections
+from psvit.cost import report_forward_images
 from psvit.data import build_splits
 from psvit.models import create_model
 from psvit.prune import PruneConstraints, list_groups
 from psvit.search.samplers import STRATEGY_SAMPLERS
 from psvit.sensitivity import sensitivity_cache_path
-from psvit.train.base import base_cache_path, model_config
+from psvit.train.base import base_cache_path, model_config, sample_size
 from psvit.train.compute import Compute, device_name
 from psvit.workflow import compute_of, plan, sensitivity_settings
 
@@ -113,8 +115,11 @@ def estimate_search(cfg: DictConfig) -> Estimate:
 
     n_trials = N_PRIORS if sc.sampler in STRATEGY_SAMPLERS else int(sc.n_trials) + N_PRIORS
     promoted = 1.0 if n_subset == n_val else float(sc.fidelity.promote)
-    full = n_val * infer + int(sc.recovery_epochs) * n_train * train
+    n_sample = sample_size(splits, compute)  # the cost report's batch
+    report = report_forward_images(n_sample, int(sc.latency_repeats)) * infer
+    full = n_val * infer + int(sc.recovery_epochs) * n_train * train + report
     per_trial = recalibration + (n_subset * infer if n_subset < n_val else 0.0) + promoted * full
     stages["trials"] = n_trials * per_trial
-    stages["fine-tune"] = (finetune_cfg["epochs"] * n_train * train + 2 * n_test * infer) if sc.finalize else 0.0
+    stages["fine-tune"] = ((finetune_cfg["epochs"] * n_train * train + 2 * n_test * infer
+                            + report_forward_images(n_sample) * infer) if sc.finalize else 0.0)
     return Estimate(device_name(compute.device), infer, train, stages)

@@ -155,8 +155,12 @@ def get_base_model(
     return load_or_make(path, load, make, "base model")[0]
 
 
+def sample_size(splits: DataSplits, compute: Compute) -> int:
+    """How many images :func:`sample_images` takes: 64, or fewer when the evaluation batch is smaller (a 224-px
+    model's 64 images would take minutes on a CPU)."""
+    return min(64, compute.eval_batch_size, len(splits.val))
+
+
 def sample_images(splits: DataSplits, compute: Compute) -> torch.Tensor:
-    """The first validation images as one batch on ``compute``'s device, for firing rates and latency: 64 of them,
-    or fewer when the evaluation batch is smaller (a 224-px model's 64 images would take minutes on a CPU)."""
-    n = min(64, compute.eval_batch_size, len(splits.val))
-    return torch.stack([splits.val[i][0] for i in range(n)]).to(compute.device)
+    """The first validation images as one batch on ``compute``'s device, for firing rates and latency."""
+    return torch.stack([splits.val[i][0] for i in range(sample_size(splits, compute))]).to(compute.device)
