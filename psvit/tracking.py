@@ -21,6 +21,10 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"
 #: The run tag MLflow shows as a run's description (markdown).
 DESCRIPTION_TAG = "mlflow.note.content"
+#: The experiment tag prefix under which MLflow 3.17's UI keeps a saved view of the runs page, and the URL parameter
+#: that opens one.
+SAVED_VIEW_TAG = "mlflow.sharedViewState."
+SAVED_VIEW_PARAM = "viewStateShareKey"
 
 
 def import_mlflow():
@@ -50,19 +54,74 @@ def ensure_store(tracking_uri: str, experiment: str) -> str:
     return found.experiment_id
 
 
-def runs_page(experiment_id: str, search_filter: str | None = None, order_by: str | None = None) -> str:
+def runs_page(experiment_id: str) -> str:
     """The MLflow UI's runs table of an experiment, as a link relative to the UI's address (``#/...``).
 
-    It opens the model-training view (MLflow 3.17 picks the view from the ``workflowType`` parameter, or else the
-    browser's last choice; GenAI by default). Runs that match ``search_filter`` and are sorted by ``order_by``
-    (descending) are listed flat, child runs included; sorted by creation time they stay folded under their parent.
+    It opens the model-training view: MLflow 3.17 picks the view from the ``workflowType`` parameter, or else from
+    the browser's last choice (local storage ``mlflow.workflowType_v1``), GenAI in a fresh browser; it does not
+    read the experiment's ``mlflow.experimentKind`` tag for that.
     """
-    query = {"workflowType": "machine_learning"}
-    if search_filter:
-        query["searchFilter"] = search_filter
-    if order_by:
-        query.update(orderByKey=order_by, orderByAsc="false")
+    return f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def saved_view_page(experiment_id: str, view: str, chart: bool = False) -> str:
+    """The runs page of an experiment opened on its saved view ``view`` (see :func:`save_runs_views`), as a link
+    relative to the UI's address: in the table, or with ``chart`` in the chart view (``compareRunsMode=CHART``)."""
+    query = {"workflowType": "machine_learning", SAVED_VIEW_PARAM: view}
+    if chart:
+        query["compareRunsMode"] = "CHART"
     return f"#/experiments/{experiment_id}/runs?{urlencode(query)}"
+
+
+def metric_column(key: str) -> str:
+    """The runs table's column (and sort key) of metric ``key``."""
+    return f"metrics.`{key}`"
+
+
+def tag_column(key: str) -> str:
+    """The runs table's column of run tag ``key``."""
+    return f"tags.`{key}`"
+
+
+def runs_view(name: str, *, search_filter: str, order_by: str, columns: list[str], column_widths: int,
+              scatter: tuple[str, str]) -> dict[str, Any]:
+    """A saved view of the runs page, as MLflow 3.17's UI stores one (see :func:`save_runs_views`).
+
+    Its ``state`` holds the search (``searchFilter``, ``orderByKey`` descending) and the UI state: the table's
+    ``selectedColumns`` (``columns``: :func:`metric_column` / :func:`tag_column` ids) after the run name, creation
+    time and duration, each ``column_widths`` pixels wide; every matching run shown (``runsHiddenMode``); and the
+    chart view: one scatter card of metrics ``scatter`` = (x, y) in a section of its own named ``name``.
+    """
+    x, y = scatter
+    chart = {"uuid": f"scatter-{x}-{y}", "type": "SCATTER", "metricSectionId": name, "runsCountToCompare": 100,
+             "xaxis": {"key": x, "type": "METRIC"}, "yaxis": {"key": y, "type": "METRIC"}, "deleted": False,
+             "isGenerated": False}
+    state = {"searchFilter": search_filter, "orderByKey": order_by, "orderByAsc": False,
+             "selectedColumns": columns, "columnOrder": ["attributes.`Run Name`", "runDateAndNestInfo", "duration",
+                                                         *columns],
+             "columnWidths": dict.fromkeys(columns, column_widths), "runsHiddenMode": "SHOW_ALL",
+             "compareRunCharts": [chart], "compareRunSections": [{"uuid": name, "name": name, "display": True,
+                                                                  "isReordered": False, "deleted": False,
+                                                                  "columns": 2, "cardHeight": 480}]}
+    return {"name": name, "state": json.dumps(state)}
+
+
+def save_runs_views(experiment_id: str, views: Mapping[str, dict[str, Any]]) -> None:
+    """Save :func:`runs_view` views of an experiment's runs page under their ids, those not saved yet or changed.
+
+    MLflow 3.17's UI keeps a saved view (its *Views* menu) as the experiment tag ``mlflow.sharedViewState.<id>``: a
+    JSON envelope ``{name, createdAt, updatedAt, state}`` whose ``state`` is JSON text. :func:`saved_view_page`
+    opens one. One read of the experiment, and a write per view that differs.
+    """
+    client = import_mlflow().MlflowClient()
+    saved = client.get_experiment(experiment_id).tags
+    now = int(time.time() * 1000)
+    for view, content in views.items():
+        key = f"{SAVED_VIEW_TAG}{view}"
+        old = json.loads(saved.get(key, "{}"))
+        if {k: old.get(k) for k in content} != content:
+            client.set_experiment_tag(experiment_id, key, json.dumps({**content, "createdAt": old.get("createdAt", now),
+                                                                      "updatedAt": now}))
 
 
 def ui_address(tracking_uri: str, page: str) -> str:
