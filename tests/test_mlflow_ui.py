@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import os
 import re
+from html import escape
 from pathlib import Path
 
 from services import browse, chromium, mlflow_server
 
 from psvit import tracking
-from psvit.search.front import FRONT_FILTER, front_runs_page
+from psvit.search.front import FRONT_FILTER, TRIALS_FILTER, front_runs_page, trials_chart_page
 
 
 def shown_trials(dom: str) -> set[int]:
     """Trial numbers of the run names the runs table shows."""
     return {int(n) for n in re.findall(r">trial-(\d+)<", dom)}
+
+
+def column_ids(dom: str) -> set[str]:
+    """Ids of the runs table's columns (``metrics.`val_acc``` for a metric)."""
+    return set(re.findall(r'col-id="([^"]+)"', dom))
 
 
 def test_ui_shows_the_search_its_artifacts_and_its_front(run_cli, tmp_path: Path) -> None:
@@ -48,6 +54,8 @@ def test_ui_shows_the_search_its_artifacts_and_its_front(run_cli, tmp_path: Path
         run_page = f"{url}/{tracking.run_page(eid, parent.info.run_id)}"
         dom = browse(run_page, tmp_path / "profile-run")
         assert "Pareto front" in dom and f"trial-{max(front)}" in dom
+        for link in (front_runs_page(eid), trials_chart_page(eid)):  # the links to the two saved views
+            assert f'href="{escape(link)}"' in dom
         browse(run_page, tmp_path / "profile-run", screenshot=shots / "mlflow_ui_parent.png", size=(1800, 1100))
         artifacts = (f"{url}/#/experiments/{eid}/runs/{parent.info.run_id}/artifacts/pareto_front.png"
                      "?workflowType=machine_learning")  # the artifact list, with the static front open
@@ -56,16 +64,32 @@ def test_ui_shows_the_search_its_artifacts_and_its_front(run_cli, tmp_path: Path
             assert name in dom
         browse(artifacts, tmp_path / "profile-artifacts", screenshot=shots / "mlflow_ui_artifacts.png")
 
-        # runs filtered by tags.pareto = "true": exactly the front's trials, listed flat
+        # the front's saved view: exactly the front's trials, listed flat, with their val_acc and memory_saving
         page = f"{url}/{front_runs_page(eid)}"
         dom = browse(page, tmp_path / "profile-front")
         assert shown_trials(dom) == front and ">search-ui<" not in dom
+        assert {"metrics.`val_acc`", "metrics.`memory_saving`"} <= column_ids(dom)
+        for run in client.search_runs([eid], filter_string=FRONT_FILTER):
+            for metric in ("val_acc", "memory_saving"):  # the UI prints a number as its shortest repr, as Python
+                assert f">{run.data.metrics[metric]!r}<" in dom
         browse(page, tmp_path / "profile-front", screenshot=shots / "mlflow_ui_front.png", size=(1800, 700))
+
+        # the trials' saved view in the chart view: one scatter of memory_saving vs val_acc, a point per trial
+        # (the chart loads lazily: 60 s of virtual time, where 30 s left it out about one time in six)
+        scored = {int(r.data.tags["trial_number"]) for r in client.search_runs([eid], filter_string=TRIALS_FILTER)}
+        assert front <= scored
+        page = f"{url}/{trials_chart_page(eid)}"
+        dom = browse(page, tmp_path / "profile-chart", budget_ms=60000)
+        assert shown_trials(dom) == scored and "memory_saving vs. val_acc" in dom
+        (scatter,) = re.findall(r'<g class="trace scatter.*?<g class="text">', dom)
+        assert scatter.count('<path class="point') == len(scored)
+        browse(page, tmp_path / "profile-chart", screenshot=shots / "mlflow_ui_chart.png", size=(1800, 1000),
+               budget_ms=60000)
 
         # the interactive front: every front trial's point names its trial and its run
         html = Path(client.download_artifacts(parent.info.run_id, "pareto_front.html", str(tmp_path / "dl"))).read_text()
         assert "plotly" in html
         for run in client.search_runs([eid], filter_string=FRONT_FILTER):
             assert f"trial {run.data.tags['trial_number']}" in html and run.info.run_id in html
-    for shot in ("mlflow_ui_parent.png", "mlflow_ui_artifacts.png", "mlflow_ui_front.png"):
+    for shot in ("mlflow_ui_parent.png", "mlflow_ui_artifacts.png", "mlflow_ui_front.png", "mlflow_ui_chart.png"):
         assert (shots / shot).stat().st_size > 10_000
