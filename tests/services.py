@@ -6,8 +6,10 @@ that needs a program the machine lacks is skipped with the program's name; ``.ci
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import glob
+import json
 import os
 import pwd
 import shutil
@@ -138,3 +140,84 @@ def browse(url: str, profile: Path, *, screenshot: Path | None = None, budget_ms
                             capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
+
+
+class LivePage:
+    """A page of headless Chromium driven over the DevTools protocol (``--remote-debugging-pipe``: JSON messages,
+    each ended by a NUL byte, on file descriptors 3 and 4), in real time.
+
+    :func:`browse` runs pages in virtual time, which suits MLflow's React pages; but a large script in a sandboxed
+    iframe (MLflow's preview of an HTML artifact) there often never runs, so such a page is looked at live.
+    """
+
+    def __init__(self, profile: Path, size: tuple[int, int]) -> None:
+        commands, self._commands = os.pipe()
+        self._replies, replies = os.pipe()
+
+        def on_fds_3_and_4() -> None:  # in the child: the pipe ends where Chromium looks for them, kept on exec
+            ours = os.dup(commands), os.dup(replies)
+            for fd, end in zip((3, 4), ours):
+                os.dup2(end, fd)
+                os.set_inheritable(fd, True)
+
+        self._chromium = subprocess.Popen(
+            [chromium(), *CHROMIUM_FLAGS, "--remote-debugging-pipe", f"--user-data-dir={profile}", "about:blank"],
+            close_fds=False, preexec_fn=on_fds_3_and_4, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(commands)
+        os.close(replies)
+        self._buffer, self._last_id = b"", 0
+        target = self._call("Target.createTarget", url="about:blank")["targetId"]
+        self._session = self._call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        self._call("Emulation.setDeviceMetricsOverride", width=size[0], height=size[1], deviceScaleFactor=1,
+                   mobile=False)
+
+    def _call(self, method: str, **params: object) -> dict:
+        self._last_id += 1
+        message = {"id": self._last_id, "method": method, "params": params}
+        if getattr(self, "_session", None):
+            message["sessionId"] = self._session
+        os.write(self._commands, json.dumps(message).encode() + b"\0")
+        reply = self._next(lambda m: m.get("id") == self._last_id)
+        assert "error" not in reply, reply
+        return reply["result"]
+
+    def _next(self, wanted) -> dict:
+        """The next message from Chromium that is ``wanted``; the others (events, other replies) are skipped."""
+        while True:
+            while b"\0" in self._buffer:
+                raw, self._buffer = self._buffer.split(b"\0", 1)
+                message = json.loads(raw)
+                if wanted(message):
+                    return message
+            chunk = os.read(self._replies, 1 << 20)
+            assert chunk, "Chromium closed its DevTools pipe"
+            self._buffer += chunk
+
+    def open(self, url: str) -> None:
+        """Go to ``url`` and wait for its load event."""
+        self._call("Page.enable")
+        self._call("Page.navigate", url=url)
+        self._next(lambda m: m.get("method") == "Page.loadEventFired")
+
+    def screenshot(self) -> bytes:
+        """The page as it looks now, as PNG bytes."""
+        return base64.b64decode(self._call("Page.captureScreenshot", format="png")["data"])
+
+    def close(self) -> None:
+        os.close(self._commands)
+        self._chromium.kill()
+        self._chromium.wait()
+        os.close(self._replies)
+
+
+@contextlib.contextmanager
+def live_page(profile: Path, size: tuple[int, int] = (1600, 1000)) -> Iterator[LivePage]:
+    """A :class:`LivePage` in a fresh profile, closed when the block exits."""
+    chromium()
+    profile.mkdir(parents=True, exist_ok=True)
+    page = LivePage(profile, size)
+    try:
+        yield page
+    finally:
+        page.close()
+

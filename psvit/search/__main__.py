@@ -53,7 +53,7 @@ def main(cfg: DictConfig) -> None:
 def run_and_print(cfg: DictConfig, session: SearchSession) -> None:
     """Run this worker's trials, then print the front and (with ``search.finalize``) the chosen model."""
     from psvit import tracking
-    from psvit.search.front import front_runs_page
+    from psvit.search.front import front_runs_page, trials_chart_page
 
     print(session.setup.compute.describe())
     print(session.setup.base.describe())
@@ -68,9 +68,10 @@ def run_and_print(cfg: DictConfig, session: SearchSession) -> None:
         print(done.row.markdown())
         print(done.cost.format())
         print(f"pruned checkpoint: {done.checkpoint}")
-    page = front_runs_page(tracking.experiment_of(session.parent_run_id))
-    print(f"MLflow: parent run {session.parent_run_id} in experiment {cfg.mlflow.experiment!r} at "
-          f"{cfg.mlflow.tracking_uri}; the front's runs: {tracking.ui_address(cfg.mlflow.tracking_uri, page)}")
+    experiment_id, uri = tracking.experiment_of(session.parent_run_id), cfg.mlflow.tracking_uri
+    print(f"MLflow: parent run {session.parent_run_id} in experiment {cfg.mlflow.experiment!r} at {uri}; in its UI")
+    print(f"  the front's runs:  {tracking.ui_address(uri, front_runs_page(experiment_id, session.study_name))}")
+    print(f"  all trials, chart: {tracking.ui_address(uri, trials_chart_page(experiment_id, session.study_name))}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ to the trials' runs.
 from __future__ import annotations
 
 import csv
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,23 @@ from psvit import tracking
 from psvit.search.fidelity import FIDELITY_ATTR, FULL
 from psvit.search.space import trial_ratios
 
-#: The MLflow search filter that selects the front's runs, and the one that selects every trial scored at full
-#: fidelity (not those that repeated an evaluated shape, nor those scored on the validation subset only).
-FRONT_FILTER = 'tags.pareto = "true"'
-TRIALS_FILTER = 'tags.evaluated = "true" and tags.fidelity = "full"'
-#: The ids of the saved views of the UI's runs page that :func:`update_front` keeps: the front's runs, all trials.
-FRONT_VIEW, TRIALS_VIEW = "psvit-front", "psvit-trials"
+
+def front_filter(study_name: str) -> str:
+    """The MLflow search filter that selects the front's runs of study ``study_name``."""
+    return f'tags.pareto = "true" and tags.`psvit.study` = "{study_name}"'
+
+
+def trials_filter(study_name: str) -> str:
+    """The MLflow search filter that selects the trials of ``study_name`` scored at full fidelity (not those that
+    repeated an evaluated shape, nor those scored on the validation subset only)."""
+    return f'tags.evaluated = "true" and tags.fidelity = "full" and tags.`psvit.study` = "{study_name}"'
+
+
+def view_ids(study_name: str) -> tuple[str, str]:
+    """The ids of the two saved views of the UI's runs page that :func:`update_front` keeps for a study: its
+    front's runs, and all its trials (an experiment tag key holds letters, digits and ``_-. /`` only)."""
+    key = re.sub(r"[^\w.-]", "_", study_name)
+    return f"psvit-front-{key}", f"psvit-trials-{key}"
 
 
 def front_trials(study: optuna.Study) -> list[FrozenTrial]:
@@ -79,8 +91,9 @@ def update_front(study: optuna.Study, parent_run_id: str, budget: float | None) 
         tracking.log_artifact(plot_front(complete, front, budget, Path(tmp) / "pareto_front.png"), run_id=parent_run_id)
     tracking.log_figure(interactive_front(complete, front, budget), "pareto_front.html", run_id=parent_run_id,
                         include_plotlyjs=True)  # self-contained: the UI previews it without reaching a CDN
-    tracking.save_runs_views(experiment_id, runs_views())
-    tracking.set_tags({tracking.DESCRIPTION_TAG: describe_front(front, experiment_id, budget)}, run_id=parent_run_id)
+    tracking.save_runs_views(experiment_id, runs_views(study.study_name))
+    tracking.set_tags({tracking.DESCRIPTION_TAG: describe_front(front, experiment_id, study.study_name, budget)},
+                      run_id=parent_run_id)
     tracking.log_metrics({"n_complete_trials": len(complete), "pareto_size": len(front)}, run_id=parent_run_id)
     return front
 
@@ -160,36 +173,37 @@ def interactive_front(trials: list[FrozenTrial], front: list[FrozenTrial], budge
     return fig
 
 
-def runs_views() -> dict[str, dict[str, Any]]:
-    """The saved views of the runs page for a search's experiment: the front's runs, and every trial scored at full
-    fidelity (with its ``pareto`` tag); both most accurate first, with val_acc and memory_saving as columns and, in
-    the chart view, as a scatter (saving on x, accuracy on y)."""
+def runs_views(study_name: str) -> dict[str, dict[str, Any]]:
+    """The saved views of the runs page for a study: its front's runs, and every trial scored at full fidelity
+    (with its ``pareto`` tag); both most accurate first, with val_acc and memory_saving as columns and, in the
+    chart view, as a scatter (saving on x, accuracy on y)."""
     objectives = [tracking.metric_column("val_acc"), tracking.metric_column("memory_saving")]
     shared = {"order_by": tracking.metric_column("val_acc"), "column_widths": 150,
               "scatter": ("memory_saving", "val_acc")}
-    return {FRONT_VIEW: tracking.runs_view("psvit: Pareto front", search_filter=FRONT_FILTER, columns=objectives,
-                                           **shared),
-            TRIALS_VIEW: tracking.runs_view("psvit: trials", search_filter=TRIALS_FILTER,
+    front_view, trials_view = view_ids(study_name)
+    return {front_view: tracking.runs_view(f"psvit {study_name}: Pareto front", search_filter=front_filter(study_name),
+                                           columns=objectives, **shared),
+            trials_view: tracking.runs_view(f"psvit {study_name}: trials", search_filter=trials_filter(study_name),
                                             columns=[*objectives, tracking.tag_column("pareto")], **shared)}
 
 
-def front_runs_page(experiment_id: str) -> str:
-    """The UI's runs table showing the front's runs (flat, most accurate first, with their val_acc and
+def front_runs_page(experiment_id: str, study_name: str) -> str:
+    """The UI's runs table showing a study's front's runs (flat, most accurate first, with their val_acc and
     memory_saving), relative to the UI's address."""
-    return tracking.saved_view_page(experiment_id, FRONT_VIEW)
+    return tracking.saved_view_page(experiment_id, view_ids(study_name)[0])
 
 
-def trials_chart_page(experiment_id: str) -> str:
-    """The UI's chart view of all trials scored at full fidelity: memory saving vs val_acc as a scatter."""
-    return tracking.saved_view_page(experiment_id, TRIALS_VIEW, chart=True)
+def trials_chart_page(experiment_id: str, study_name: str) -> str:
+    """The UI's chart view of a study's trials scored at full fidelity: memory saving vs val_acc as a scatter."""
+    return tracking.saved_view_page(experiment_id, view_ids(study_name)[1], chart=True)
 
 
-def describe_front(front: list[FrozenTrial], experiment_id: str, budget: float | None) -> str:
+def describe_front(front: list[FrozenTrial], experiment_id: str, study_name: str, budget: float | None) -> str:
     """The parent run's description: the front as a markdown table, each trial linked to its run."""
     target = "" if budget is None else f" meeting the budget (saving >= {_percent(budget)})"
     lines = [f"**Pareto front** of memory saving vs validation accuracy{target}: {len(front)} trials. "
-             f"[Open them as runs]({front_runs_page(experiment_id)}); "
-             f"[all trials as a scatter chart]({trials_chart_page(experiment_id)}); "
+             f"[Open them as runs]({front_runs_page(experiment_id, study_name)}); "
+             f"[all trials as a scatter chart]({trials_chart_page(experiment_id, study_name)}); "
              "the interactive plot is the artifact `pareto_front.html`.", "",
              "| trial | val acc | memory saving | run |", "|---|---|---|---|"]
     for t in sorted(front, key=lambda t: -t.values[0]):
