@@ -54,19 +54,14 @@ def ensure_store(tracking_uri: str, experiment: str) -> str:
     return found.experiment_id
 
 
-def runs_page(experiment_id: str) -> str:
-    """The MLflow UI's runs table of an experiment, as a link relative to the UI's address (``#/...``).
-
-    It opens the model-training view: MLflow 3.17 picks the view from the ``workflowType`` parameter, or else from
-    the browser's last choice (local storage ``mlflow.workflowType_v1``), GenAI in a fresh browser; it does not
-    read the experiment's ``mlflow.experimentKind`` tag for that.
-    """
-    return f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-
-
 def saved_view_page(experiment_id: str, view: str, chart: bool = False) -> str:
     """The runs page of an experiment opened on its saved view ``view`` (see :func:`save_runs_views`), as a link
-    relative to the UI's address: in the table, or with ``chart`` in the chart view (``compareRunsMode=CHART``)."""
+    relative to the UI's address: in the table, or with ``chart`` in the chart view (``compareRunsMode=CHART``).
+
+    Like every link psvit writes, it opens the model-training view: MLflow 3.17 picks the view from the
+    ``workflowType`` parameter, or else from the browser's last choice (local storage ``mlflow.workflowType_v1``),
+    GenAI in a fresh browser; it does not read the experiment's ``mlflow.experimentKind`` tag for that.
+    """
     query = {"workflowType": "machine_learning", SAVED_VIEW_PARAM: view}
     if chart:
         query["compareRunsMode"] = "CHART"
@@ -125,7 +120,7 @@ def save_runs_views(experiment_id: str, views: Mapping[str, dict[str, Any]]) -> 
 
 
 def ui_address(tracking_uri: str, page: str) -> str:
-    """Where to open ``page`` (a :func:`runs_page` / :func:`run_page` link): on the tracking server itself, or on
+    """Where to open ``page`` (a :func:`saved_view_page` / :func:`run_page` link): on the tracking server itself, or on
     ``mlflow ui``'s default address for a local store (with the command that starts it)."""
     if tracking_uri.startswith(("http://", "https://")):
         return f"{tracking_uri.rstrip('/')}/{page}"

@@ -71,7 +71,7 @@ def test_ui_shows_the_search_its_artifacts_and_its_front(run_cli, tmp_path: Path
         assert front and front < trials  # some trials are off the front, so the filter has something to hide
 
         # the runs table, model-training view: the search's parent run (its trials folded under it)
-        dom = browse(f"{url}/{tracking.runs_page(eid)}", tmp_path / "profile-runs")
+        dom = browse(f"{url}/#/experiments/{eid}/runs?workflowType=machine_learning", tmp_path / "profile-runs")
         assert ">search-ui<" in dom and "Model training" in dom
 
         # the parent run: the front as its description (linked to the front's runs), and the front's artifacts

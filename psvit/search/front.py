@@ -4,7 +4,8 @@ The front is what Optuna's ``study.best_trials`` would be over the feasible tria
 budget) scored at full fidelity: the non-dominated ones. Every trial's child run carries ``pareto=true|false``;
 the parent run holds the front as ``pareto_front.html`` (interactive: each point names its trial, kept widths and
 MLflow run), ``pareto_front.csv`` and ``pareto_front.png``, and as its description: a table of the front, linked
-to the trials' runs.
+to the trials' runs. The experiment holds two saved views of the UI's runs page per study (the front's runs, all
+its trials), with the objectives as columns and as a scatter chart.
 """
 
 from __future__ import annotations
