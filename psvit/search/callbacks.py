@@ -17,6 +17,7 @@ class PrepareStores(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from psvit import tracking
+        from psvit.data import remember_splits
         from psvit.errors import USAGE_EXIT_CODE, PsvitError
         from psvit.search.request import check_request
         from psvit.search.study import make_storage
@@ -24,11 +25,12 @@ class PrepareStores(Callback):
         # A bad request ends the sweep here, in one line, before a store or a job folder is made (an exception
         # would only become a warning: Hydra's callbacks may not stop a run, but an exit does).
         try:
-            for n, (overrides, job) in enumerate(sweep_jobs(config)):
-                try:
-                    check_request(job)
-                except PsvitError as exc:
-                    raise PsvitError(f"sweep job {n} ({' '.join(overrides)}): {exc}") from None
+            with remember_splits():  # jobs on the same data (a sweep of workers, of budgets) read it once
+                for n, (overrides, job) in enumerate(sweep_jobs(config)):
+                    try:
+                        check_request(job)
+                    except PsvitError as exc:
+                        raise PsvitError(f"sweep job {n} ({' '.join(overrides)}): {exc}") from None
         except Exception as exc:
             from psvit.entry import user_error
 
