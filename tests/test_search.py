@@ -155,7 +155,8 @@ def test_killed_worker_leaves_no_trial_running_forever(run_cli, cache_dir: Path,
                 trials = optuna.load_study(study_name="killed", storage=storage).get_trials(states=(TrialState.RUNNING,))
             except Exception:  # the study does not exist yet
                 trials = []
-            if trials and trials[0].params:  # its parameters are recorded: the retry must reuse them
+            # all its parameters are recorded (its MLflow run is opened after the last one): the retry must reuse them
+            if trials and "mlflow_run_id" in trials[0].user_attrs:
                 worker.kill()
                 break
             time.sleep(0.1)
