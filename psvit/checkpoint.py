@@ -1,5 +1,9 @@
 """Self-describing checkpoints: model name + resolved config (every width) + state_dict, in one file.
 
+A quantized model (:mod:`psvit.quant`) is written in a second format, ``psvit-checkpoint/quantized-1``: instead
+of the state_dict it holds its bit-widths and a few shared buffers of packed integer codes and float32 values
+(:mod:`psvit.quant.storage`), so the file is as small as the memory model says. :func:`load` reads both.
+
 Files load with ``torch.load(path, weights_only=True)``: they hold only tensors, numbers, strings, lists and
 dicts. They are written atomically (a temporary file in the same folder, then a rename), so a crash never
 leaves a half-written checkpoint behind.
@@ -18,20 +22,26 @@ from torch import nn
 from psvit.errors import CheckpointError
 from psvit.models import create_model
 from psvit.models.spikingjelly_convert import to_psvit_layout
+from psvit.quant import quantization
+from psvit.quant.storage import pack_model, unpack_model
 
 FORMAT = "psvit-checkpoint/1"
+QUANTIZED_FORMAT = "psvit-checkpoint/quantized-1"
+
+
+def payload_of(model: nn.Module, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What :func:`save` writes for ``model``: float32 models keep their state_dict, quantized ones are packed."""
+    payload = {"model": model.model_name, "config": dict(model.config), "meta": dict(meta or {})}
+    if quantization(model):
+        return {"format": QUANTIZED_FORMAT, **payload, **pack_model(model)}
+    return {"format": FORMAT, **payload,
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
 
 
 def save(model: nn.Module, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> Path:
     """Write ``model`` (a registered psvit model) and optional JSON-like ``meta`` to ``path`` atomically."""
     path = Path(path)
-    payload = {
-        "format": FORMAT,
-        "model": model.model_name,
-        "config": dict(model.config),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "meta": dict(meta or {}),
-    }
+    payload = payload_of(model, meta)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -58,7 +68,7 @@ def read(path: str | os.PathLike) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
         raise CheckpointError(f"not a readable checkpoint: {path} ({_why_unreadable(exc)})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") not in (FORMAT, QUANTIZED_FORMAT):
         raise CheckpointError(f"not a psvit checkpoint (no '{FORMAT}' marker): {path}")
     return payload
 
@@ -75,8 +85,11 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Modu
     payload = read(path)
     model = create_model(payload["model"], **payload["config"])
     try:
-        model.load_state_dict(payload["state_dict"], strict=True)
-    except RuntimeError as exc:
+        if payload["format"] == QUANTIZED_FORMAT:
+            unpack_model(model, payload["quantization"], payload["buffers"])
+        else:
+            model.load_state_dict(payload["state_dict"], strict=True)
+    except (RuntimeError, ValueError, KeyError) as exc:
         first = str(exc).splitlines()[0]
         raise CheckpointError(f"checkpoint {path} does not match its own config: {first}") from None
     return model.to(device).eval()

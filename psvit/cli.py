@@ -14,9 +14,9 @@ def config_sections(cfg: DictConfig, *names: str) -> list[dict[str, Any]]:
     return [OmegaConf.to_container(cfg[name], resolve=True) for name in names]
 
 
-def check_pruning_plan(cfg: DictConfig, budget: float | None = None) -> None:
+def check_pruning_plan(cfg: DictConfig, budget: float | None = None, min_bits: int = 32) -> None:
     """Before any training: ``sensitivity.grid`` holds keep ratios, ``prune.enabled`` names groups of the
-    configured base model, and they can save ``budget`` (if given) at all.
+    configured base model, and they can save ``budget`` (if given) at all, with weights at ``min_bits``.
 
     The data is read (its channels and classes size the model; inside a command it is then reused, see
     :func:`psvit.data.remember_splits`) but nothing is trained or written; the checks are
@@ -37,4 +37,4 @@ def check_pruning_plan(cfg: DictConfig, budget: float | None = None) -> None:
     memory = MemoryModel(model_cfg.get("name", "spikformer"), arch, constraints)
     groups = select_groups(memory.groups, enabled)
     if budget is not None:
-        memory.check_feasible(budget, groups)
+        memory.check_feasible(budget, groups, {g.name: min_bits for g in groups})

@@ -15,15 +15,17 @@ from torch import nn
 
 from psvit import checkpoint
 from psvit.allocation import MemoryModel, select_groups
+from psvit.allocation.budget import Bits
 from psvit.cli import config_sections
 from psvit.cost import CostReport, cost_report
 from psvit.prune import Group, PruneConstraints, list_groups, prune
+from psvit.quant import layers_for, quantization_aware, quantize_weights
 from psvit.report import ResultRow
 from psvit.sensitivity import SensitivitySettings, SensitivityTable, get_sensitivity, recalibrated
 from psvit.sensitivity.analysis import importance_batches
 from psvit.train.base import BaseModel, get_base_model, sample_images
 from psvit.train.compute import Compute
-from psvit.train.loop import evaluate, train_model
+from psvit.train.loop import best_epoch, evaluate, train_model
 
 
 @dataclass
@@ -94,11 +96,14 @@ def write_sensitivity(table: SensitivityTable, out_dir: Path) -> list[Path]:
             table.plot(out_dir / "sensitivity.png")]
 
 
-def pruned_model(s: Setup, ratios: dict[str, float], *, recalibrate_bn: bool = True) -> nn.Module:
-    """The base model pruned with ``ratios`` (importance from config), then (``recalibrate_bn``) recalibrated."""
+def pruned_model(s: Setup, ratios: dict[str, float], *, recalibrate_bn: bool = True, bits: Bits = None) -> nn.Module:
+    """The base model pruned with ``ratios`` (importance from config), its weights quantized at the group
+    bit-widths ``bits`` (if any), then (``recalibrate_bn``) BatchNorm-recalibrated."""
     settings = sensitivity_settings(s.cfg)
     data = importance_batches(s.base.splits, settings, s.compute)
     model = prune(s.base.model, ratios, s.importance, s.constraints, data).eval()
+    if bits:
+        quantize_weights(model, layers_for(list_groups(model), bits))
     return recalibrate(s, model) if recalibrate_bn else model
 
 
@@ -110,35 +115,54 @@ def recalibrate(s: Setup, model: nn.Module) -> nn.Module:
     return model
 
 
+def recover(s: Setup, model: nn.Module, epochs: int, *, val_set: Any = None, progress: bool = False,
+            desc: str = "recover") -> list[dict[str, float]]:
+    """Fine-tune ``model`` in place with the ``finetune`` settings for ``epochs``: quantization-aware when its
+    weights are quantized, distilled from the unpruned base when ``finetune.kd_weight > 0``, and (with a
+    ``val_set``) ending on its best epoch, the starting model counting as epoch 0."""
+    settings = {k: v for k, v in config_sections(s.cfg, "finetune")[0].items() if k != "epochs"}
+    teacher = s.base.model if settings.get("kd_weight", 0.0) > 0 else None
+    with quantization_aware(model):
+        return train_model(model, s.base.splits.train, epochs=epochs, seed=s.cfg.seed, compute=s.compute,
+                           progress=progress, desc=desc, teacher=teacher, val_set=val_set, **settings)
+
+
 @dataclass
 class Finished:
-    """A pruned (and possibly fine-tuned) model with its paper-table row, cost report and checkpoint."""
+    """A pruned (and possibly fine-tuned) model with its paper-table row, cost report and checkpoint;
+    ``history`` holds the fine-tune's per-epoch stats (epoch 0: the model before it)."""
 
     model: nn.Module
     ratios: dict[str, float]
     row: ResultRow
     cost: CostReport
     checkpoint: Path
+    bits: dict[str, int]
+    history: list[dict[str, float]]
 
 
-def finish(s: Setup, ratios: dict[str, float], out_dir: Path, *, desc: str = "fine-tune") -> Finished:
-    """Prune with ``ratios``, report test accuracy before and after fine-tuning, and save the checkpoint."""
+def finish(s: Setup, ratios: dict[str, float], out_dir: Path, *, desc: str = "fine-tune",
+           bits: Bits = None) -> Finished:
+    """Prune with ``ratios`` (and quantize at ``bits``), report test accuracy before and after fine-tuning
+    (:func:`recover` on the validation split), and save the checkpoint."""
     cfg = s.cfg
-    model = pruned_model(s, ratios)
+    model = pruned_model(s, ratios, bits=bits)
     pruned_acc = evaluate(model, s.base.splits.test, s.compute)
-    finetune_cfg = config_sections(cfg, "finetune")[0]
-    finetuned_acc = None
-    if finetune_cfg["epochs"] > 0:
-        train_model(model, s.base.splits.train, seed=cfg.seed, compute=s.compute, progress=cfg.progress,
-                    desc=desc, **finetune_cfg)
+    epochs = config_sections(cfg, "finetune")[0]["epochs"]
+    finetuned_acc, history = None, []
+    if epochs > 0:
+        history = recover(s, model, epochs, val_set=s.base.splits.val, progress=cfg.progress, desc=desc)
+        best = best_epoch(history)
+        print(f"fine-tune: kept epoch {best['epoch']} of {epochs} (val acc {best['val_acc']:.4f}; "
+              f"epoch 0, before fine-tuning: {history[0]['val_acc']:.4f})")
         finetuned_acc = evaluate(model, s.base.splits.test, s.compute)
     model = model.eval()
     cost = cost_report(model, sample_images(s.base.splits, s.compute))
     row = ResultRow(
         original_acc=s.base.test_acc, pruned_acc=pruned_acc, finetuned_acc=finetuned_acc,
-        memory_saving=s.memory.saving(ratios), params=cost.params, flops=cost.flops, energy_mj=cost.energy_mj,
+        memory_saving=s.memory.saving(ratios, bits), params=cost.params, flops=cost.flops, energy_mj=cost.energy_mj,
     )
-    meta = {"ratios": ratios, "base": s.base.path.name, "test_acc": finetuned_acc if finetuned_acc is not None
-            else pruned_acc, "row": row.metrics()}
+    meta = {"ratios": ratios, "bits": dict(bits or {}), "base": s.base.path.name,
+            "test_acc": finetuned_acc if finetuned_acc is not None else pruned_acc, "row": row.metrics()}
     path = checkpoint.save(model, out_dir / "pruned.pt", meta=meta)
-    return Finished(model, ratios, row, cost, path)
+    return Finished(model, ratios, row, cost, path, dict(bits or {}), history)

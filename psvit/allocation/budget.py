@@ -9,10 +9,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from psvit.cost import weight_bytes
+from psvit.cost import param_shapes, weight_bytes
 from psvit.errors import ConfigError
 from psvit.prune import Group, PruneConstraints, kept_channels, narrowed_config
 from psvit.prune.groups import group_kinds, resolved_groups
+from psvit.quant.layout import quant_layers, storage_bytes
+from psvit.quant.quantizer import FLOAT_BITS
+
+#: Weight bit-width per group name (groups left out: 32, float32). ``None``: every group at 32.
+Bits = Mapping[str, int] | None
 
 
 class InfeasibleBudget(ConfigError):
@@ -40,19 +45,26 @@ def select_groups(groups: Sequence[Group], enabled: Sequence[str]) -> list[Group
     return chosen
 
 
-class MemoryModel:
-    """Memory saving of any keep-ratio dict for one base model, exactly as the pruned model will have it.
+def quantized_bits(bits: Bits) -> tuple[tuple[str, int], ...]:
+    """The groups of ``bits`` below 32 bits, sorted: what identifies the quantization (() for none)."""
+    return tuple(sorted((n, int(b)) for n, b in (bits or {}).items() if b < FLOAT_BITS))
 
-    Sizes are memoized by the kept channel counts, so the many nearby ratio dicts a search or a projection
-    tries cost one cost-model call per distinct pruned model.
+
+class MemoryModel:
+    """Memory of any keep-ratio dict (and weight bit-widths) for one base model, exactly as the pruned (and
+    quantized, :mod:`psvit.quant.layout`) model will store it; savings are against the float32 base.
+
+    Sizes are memoized by the kept channel counts and bit-widths, so the many nearby allocations a search or a
+    projection tries cost one cost-model call per distinct model.
     """
 
     def __init__(self, model_name: str, base_config: Mapping[str, Any], constraints: PruneConstraints) -> None:
         self.model_name = model_name
         self.constraints = constraints
         self.base_config, self.groups = resolved_groups(model_name, dict(base_config))
+        self.layers = quant_layers(self.groups, {g.name for g in self.groups})
         self.base_bytes = weight_bytes(model_name, self.base_config)
-        self._bytes: dict[tuple[int, ...], int] = {}
+        self._bytes: dict[tuple, dict[str, int]] = {}
 
     def kept(self, ratios: Mapping[str, float]) -> dict[str, int]:
         """Kept channels per head of every group: what identifies the pruned model's shape."""
@@ -62,26 +74,35 @@ class MemoryModel:
         """The pruned model's width config."""
         return narrowed_config(self.base_config, self.groups, self.kept(ratios))
 
-    def bytes(self, ratios: Mapping[str, float]) -> int:
+    def storage(self, ratios: Mapping[str, float], bits: Bits = None) -> dict[str, int]:
+        """Bytes by storage kind (``float32``, ``int2``, ``int4``, ``int8``) of the pruned, quantized model."""
         kept = self.kept(ratios)
-        key = tuple(kept.values())
+        quantized = quantized_bits(bits)
+        key = (tuple(kept.values()), quantized)
         if key not in self._bytes:
-            self._bytes[key] = weight_bytes(self.model_name, narrowed_config(self.base_config, self.groups, kept))
+            config = narrowed_config(self.base_config, self.groups, kept)
+            self._bytes[key] = (storage_bytes(param_shapes(self.model_name, config), self.layers, dict(quantized))
+                                if quantized else {"float32": weight_bytes(self.model_name, config)})
         return self._bytes[key]
 
-    def saving(self, ratios: Mapping[str, float]) -> float:
-        """Fraction of the base model's weight bytes that pruning with ``ratios`` removes."""
-        return 1.0 - self.bytes(ratios) / self.base_bytes
+    def bytes(self, ratios: Mapping[str, float], bits: Bits = None) -> int:
+        return sum(self.storage(ratios, bits).values())
 
-    def max_saving(self, groups: Sequence[Group]) -> float:
+    def saving(self, ratios: Mapping[str, float], bits: Bits = None) -> float:
+        """Fraction of the float32 base model's weight bytes that pruning with ``ratios`` (and quantizing at
+        ``bits``) removes."""
+        return 1.0 - self.bytes(ratios, bits) / self.base_bytes
+
+    def max_saving(self, groups: Sequence[Group], bits: Bits = None) -> float:
         """The largest saving reachable by pruning ``groups`` (every one down to the constraints' minimum)."""
-        return self.saving({g.name: 0.0 for g in groups})
+        return self.saving({g.name: 0.0 for g in groups}, bits)
 
-    def check_feasible(self, budget: float, groups: Sequence[Group]) -> None:
+    def check_feasible(self, budget: float, groups: Sequence[Group], bits: Bits = None) -> None:
         """Raise :class:`InfeasibleBudget` (one line) when ``budget`` exceeds what ``groups`` can save."""
-        best = self.max_saving(groups)
+        best = self.max_saving(groups, bits)
         if budget > best:
+            at = f" at {min(bits.values())} bits" if quantized_bits(bits) else ""
             raise InfeasibleBudget(
                 f"budget {budget:.4f} is infeasible: pruning every enabled group ({len(groups)}) to its minimum "
-                f"under the constraints saves at most {best:.4f} of the weight memory"
+                f"under the constraints{at} saves at most {best:.4f} of the weight memory"
             )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from psvit.allocation.budget import InfeasibleBudget, MemoryModel
+from psvit.allocation.budget import Bits, InfeasibleBudget, MemoryModel
 from psvit.prune import Group
 from psvit.sensitivity.table import SensitivityTable
 
@@ -21,8 +21,9 @@ def largest_first(
     table: SensitivityTable,
     budget: float,
     tolerance: float = 0.01,
+    bits: Bits = None,
 ) -> dict[str, float]:
-    memory.check_feasible(budget, groups)
+    memory.check_feasible(budget, groups, bits)
     by_size = sorted(groups, key=lambda g: memory.saving({g.name: 0.0}), reverse=True)
     ratios: dict[str, float] = {}
     for g in by_size:
@@ -30,13 +31,13 @@ def largest_first(
         if not admissible:
             continue
         ratios[g.name] = admissible[0]
-        if memory.saving(ratios) >= budget:
+        if memory.saving(ratios, bits) >= budget:
             for r in reversed(admissible):  # shallowest ratio that still meets the budget
-                if memory.saving({**ratios, g.name: r}) >= budget:
+                if memory.saving({**ratios, g.name: r}, bits) >= budget:
                     ratios[g.name] = r
                     break
             return ratios
     raise InfeasibleBudget(
         f"largest_first cannot reach budget {budget:.4f} with accuracy drops <= {tolerance} per group: it saves at "
-        f"most {memory.saving(ratios):.4f}; raise strategy.tolerance or lower the budget"
+        f"most {memory.saving(ratios, bits):.4f}; raise strategy.tolerance or lower the budget"
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from psvit.allocation.budget import MemoryModel
+from psvit.allocation.budget import Bits, MemoryModel
 
 #: Bisection steps on ``s``: far finer than one channel of the widest group.
 _STEPS = 40
@@ -27,9 +27,11 @@ def kept_fractions(memory: MemoryModel, ratios: Mapping[str, float], names: Sequ
 
 
 def project_to_saving(memory: MemoryModel, ratios: Mapping[str, float], target: float,
-                      direction: Mapping[str, float] | None = None) -> dict[str, float] | None:
+                      direction: Mapping[str, float] | None = None, bits: Bits = None) -> dict[str, float] | None:
     """``ratios`` moved along ``direction`` (default: proportional to each group's pruned fraction, plus a
-    little of every group so that unpruned groups can move too) to the smallest change that saves ``target``.
+    little of every group so that unpruned groups can move too) to the smallest change that saves ``target``
+    with the weights at bit-widths ``bits`` (held fixed: a projection over both axes moves the widths for the
+    bit-widths it is given).
 
     Only the groups in ``ratios`` move. Returns kept fractions, or None when the direction cannot reach the
     target (every moving group at its minimum).
@@ -46,27 +48,28 @@ def project_to_saving(memory: MemoryModel, ratios: Mapping[str, float], target: 
 
     reach = 1.0 / min(moving.values())  # beyond +-reach every moving group is at 0 or 1
     lo, hi = -reach, reach
-    if memory.saving(at(hi)) < target:
+    if memory.saving(at(hi), bits) < target:
         return None
-    if memory.saving(at(lo)) >= target:
+    if memory.saving(at(lo), bits) >= target:
         return kept_fractions(memory, at(lo), names)
     for _ in range(_STEPS):
         mid = 0.5 * (lo + hi)
-        if memory.saving(at(mid)) >= target:
+        if memory.saving(at(mid), bits) >= target:
             hi = mid
         else:
             lo = mid
     return kept_fractions(memory, at(hi), names)
 
 
-def repair_to_budget(memory: MemoryModel, ratios: Mapping[str, float], budget: float) -> dict[str, float]:
-    """``ratios`` if they meet ``budget``; else the proportional projection onto it (a sample that misses the
-    budget is pruned deeper along its own direction instead of being thrown away)."""
-    if memory.saving(ratios) >= budget:
+def repair_to_budget(memory: MemoryModel, ratios: Mapping[str, float], budget: float,
+                     bits: Bits = None) -> dict[str, float]:
+    """``ratios`` if they meet ``budget`` (at bit-widths ``bits``); else the proportional projection onto it (a
+    sample that misses the budget is pruned deeper along its own direction instead of being thrown away)."""
+    if memory.saving(ratios, bits) >= budget:
         return dict(ratios)
-    projected = project_to_saving(memory, ratios, budget)
+    projected = project_to_saving(memory, ratios, budget, bits=bits)
     if projected is None:  # unreachable along its own direction: fall back to pruning every group evenly
-        projected = project_to_saving(memory, ratios, budget, {n: 1.0 for n in ratios})
+        projected = project_to_saving(memory, ratios, budget, {n: 1.0 for n in ratios}, bits)
     if projected is None:
         raise ValueError(f"budget {budget} is beyond the reach of groups {sorted(ratios)}")
     return projected

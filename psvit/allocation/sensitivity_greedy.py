@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from psvit.allocation.budget import MemoryModel
+from psvit.allocation.budget import Bits, MemoryModel
 from psvit.prune import Group
 from psvit.sensitivity.table import SensitivityTable
 
@@ -29,13 +29,15 @@ def sensitivity_greedy(
     table: SensitivityTable,
     budget: float,
     step: float = DEFAULT_STEP,
+    bits: Bits = None,
 ) -> dict[str, float]:
-    """Per-group keep ratios meeting ``budget`` with the least predicted accuracy drop (see module doc)."""
-    memory.check_feasible(budget, groups)
+    """Per-group keep ratios meeting ``budget`` with the least predicted accuracy drop (see module doc), for
+    weights stored at bit-widths ``bits`` (the widths that are left to prune once they are counted)."""
+    memory.check_feasible(budget, groups, bits)
     n_steps = round(1 / step)
     level = {g.name: n_steps for g in groups}  # ratio = level / n_steps
     ratios = {g.name: 1.0 for g in groups}
-    current = memory.bytes(ratios)
+    current = memory.bytes(ratios, bits)
     target = memory.base_bytes * (1 - budget)
     while current > target:
         best = None
@@ -45,7 +47,7 @@ def sensitivity_greedy(
             while lvl > 0:
                 lvl -= 1
                 trial = {**ratios, g.name: lvl / n_steps}
-                trial_bytes = memory.bytes(trial)
+                trial_bytes = memory.bytes(trial, bits)
                 if trial_bytes < current:
                     break
             else:

@@ -1,6 +1,14 @@
 """Cost accounting for (pruned) models: parameters, weight memory, FLOPs, SOPs, energy and latency."""
 
-from psvit.cost.analytic import count_flops, count_params, layer_macs, memory_saving, spike_probes, weight_bytes
+from psvit.cost.analytic import (
+    count_flops,
+    count_params,
+    layer_macs,
+    memory_saving,
+    param_shapes,
+    spike_probes,
+    weight_bytes,
+)
 from psvit.cost.firing import measure_firing_rates
 from psvit.cost.latency import measure_latency
 from psvit.cost.report import E_AC_PJ, E_MAC_PJ, CostReport, cost_report, energy_mj, report_forward_images
@@ -17,6 +25,7 @@ __all__ = [
     "measure_firing_rates",
     "measure_latency",
     "memory_saving",
+    "param_shapes",
     "report_forward_images",
     "spike_probes",
     "weight_bytes",

@@ -56,10 +56,19 @@ class _Sizes:
 
     locations: tuple[Location, ...]  #: per group (in group order), where its width is in the config
     terms: tuple[tuple[int, tuple[int, ...]], ...]  #: (constant, indices of the groups whose widths multiply it)
+    #: per parameter: its name and, per axis, its constant size or (as ``-1 - g``) the width of group ``g``
+    axes: tuple[tuple[str, tuple[int, ...]], ...]
+
+    def widths(self, config: Config) -> list[int]:
+        return [config[key] if index is None else config[key][index] for key, index in self.locations]
 
     def count(self, config: Config) -> int:
-        widths = [config[key] if index is None else config[key][index] for key, index in self.locations]
+        widths = self.widths(config)
         return sum(c * math.prod(widths[g] for g in gs) for c, gs in self.terms)
+
+    def shapes(self, config: Config) -> dict[str, tuple[int, ...]]:
+        widths = self.widths(config)
+        return {name: tuple(n if n >= 0 else widths[-1 - n] for n in axes) for name, axes in self.axes}
 
 
 def _param_terms(model: nn.Module, groups: list[Group]) -> list[tuple[str, int, tuple[int, ...]]]:
@@ -85,7 +94,10 @@ def _read_sizes(model_name: str, config: Config, groups: list[Group]) -> _Sizes:
     totals: dict[tuple[int, ...], int] = {}
     for _, constant, sized_by in terms:
         totals[sized_by] = totals.get(sized_by, 0) + constant
-    return _Sizes(tuple((g.config_key, g.index) for g in groups), tuple((c, gs) for gs, c in totals.items()))
+    axis_group = {(s.key, s.dim): i for i, g in enumerate(groups) for s in g.slices}
+    axes = tuple((name, tuple(-1 - axis_group[name, d] if (name, d) in axis_group else n for d, n in enumerate(p.shape)))
+                 for name, p in meta_model(model_name, config).named_parameters())
+    return _Sizes(tuple((g.config_key, g.index) for g in groups), tuple((c, gs) for gs, c in totals.items()), axes)
 
 
 def _structure(config: Config, locations: tuple[Location, ...]) -> str | None:
@@ -128,6 +140,12 @@ def count_params(model_name: str, config: Config, *, include_unused_norms: bool 
     if not include_unused_norms:
         return _trace(model_name, json.dumps(resolved, sort_keys=True)).used_params
     return _sizes(model_name, resolved).count(resolved)
+
+
+def param_shapes(model_name: str, config: Config) -> dict[str, tuple[int, ...]]:
+    """The shape of every parameter of ``model_name`` built from ``config`` (by name, in the model's order)."""
+    resolved = get_family(model_name).resolve_config(**config)
+    return _sizes(model_name, resolved).shapes(resolved)
 
 
 def weight_bytes(model_name: str, config: Config, bytes_per_param: int = DEFAULT_BYTES_PER_PARAM) -> int:

@@ -20,22 +20,30 @@ if TYPE_CHECKING:
     from psvit.workflow import Setup
 
 
+def one_shot_bits(cfg: DictConfig, groups: list) -> dict[str, int] | None:
+    """``prune.bits`` for every enabled group, or None for float32 (32)."""
+    bits = int(cfg.prune.bits)
+    return {g.name: bits for g in groups} if bits < 32 else None
+
+
 def allocate(s: Setup, cfg: DictConfig) -> tuple[dict[str, float], str]:
-    """Keep ratios per group for the configured strategy; and a note on how they were found."""
+    """Keep ratios per group for the configured strategy (widths for the budget left once ``prune.bits`` is
+    counted); and a note on how they were found."""
     from psvit.allocation import largest_first, sensitivity_greedy, uniform_for_budget, uniform_ratios
     from psvit.workflow import sensitivity
 
     strategy, budget, ratio = cfg.strategy.name, cfg.get("budget"), cfg.get("ratio")
+    bits = one_shot_bits(cfg, s.groups)
     if strategy == "uniform" and ratio is not None:
         return uniform_ratios(s.groups, ratio), f"uniform keep ratio {ratio}"
-    s.memory.check_feasible(budget, s.groups)  # before any evaluation
+    s.memory.check_feasible(budget, s.groups, bits)  # before any evaluation
     if strategy == "uniform":
-        return uniform_for_budget(s.memory, s.groups, budget), f"largest uniform ratio saving >= {budget}"
+        return uniform_for_budget(s.memory, s.groups, budget, bits=bits), f"largest uniform ratio saving >= {budget}"
     table, cached = sensitivity(s)
     note = "sensitivity from cache" if cached else "sensitivity computed"
     if strategy == "psvit":
-        return sensitivity_greedy(s.memory, s.groups, table, budget, cfg.strategy.step), note
-    return largest_first(s.memory, s.groups, table, budget, cfg.strategy.tolerance), note
+        return sensitivity_greedy(s.memory, s.groups, table, budget, cfg.strategy.step, bits), note
+    return largest_first(s.memory, s.groups, table, budget, cfg.strategy.tolerance, bits), note
 
 
 def check_request(cfg: DictConfig) -> None:
@@ -44,8 +52,13 @@ def check_request(cfg: DictConfig) -> None:
     from psvit.allocation import STRATEGIES, check_budget_value
     from psvit.cli import check_pruning_plan
     from psvit.preflight import check_outputs
+    from psvit.quant import check_bits
     from psvit.workflow import plan
 
+    try:
+        check_bits(cfg.prune.bits)
+    except ValueError as exc:
+        raise ConfigError(f"prune.bits: {exc}") from None
     strategy = cfg.strategy.name
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
@@ -62,7 +75,7 @@ def check_request(cfg: DictConfig) -> None:
                           + (" or +ratio=R" if strategy == "uniform" else ""))
     plan(cfg)
     check_outputs(cfg)
-    check_pruning_plan(cfg, None if ratio is not None else cfg.budget)
+    check_pruning_plan(cfg, None if ratio is not None else cfg.budget, cfg.prune.bits)
 
 
 @hydra_main("prune")
@@ -74,8 +87,10 @@ def main(cfg: DictConfig) -> None:
     s = setup(cfg)
     ratios, note = allocate(s, cfg)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
-    done = finish(s, ratios, out_dir)
-    print(f"strategy {cfg.strategy.name} ({note}); keep ratios:")
+    bits = one_shot_bits(cfg, s.groups)
+    done = finish(s, ratios, out_dir, bits=bits)
+    at = f", weights at {cfg.prune.bits} bits" if bits else ""
+    print(f"strategy {cfg.strategy.name} ({note}{at}); keep ratios:")
     for name, r in ratios.items():
         print(f"  {name:<16} {r:.4f}")
     print(done.row.markdown())
@@ -83,7 +98,7 @@ def main(cfg: DictConfig) -> None:
     with tracking.run(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, f"prune-{cfg.strategy.name}",
                       tags={"psvit.command": "prune", "strategy": cfg.strategy.name}) as active:
         tracking.log_params({"config": OmegaConf.to_container(cfg, resolve=True),
-                             "ratio": {k: round(v, 6) for k, v in ratios.items()}})
+                             "ratio": {k: round(v, 6) for k, v in ratios.items()}, "bits": done.bits})
         tracking.log_metrics({**done.row.metrics(), **done.cost.to_dict()})
         tracking.log_text(done.row.markdown() + "\n", "result_row.md")
         tracking.log_artifact(done.checkpoint)

@@ -33,8 +33,8 @@ from psvit.search.recovery import WORKER_ATTR, this_worker
 from psvit.search.space import RATIOS_ATTR, SearchSpace, trial_ratios
 from psvit.search.trial_runs import TrialRuns
 from psvit.train.base import sample_images
-from psvit.train.loop import evaluate, train_model
-from psvit.workflow import Setup, pruned_model, recalibrate
+from psvit.train.loop import evaluate
+from psvit.workflow import Setup, pruned_model, recalibrate, recover
 
 BUDGET_CONSTRAINT = "memory_budget"
 #: The trial user attribute holding the SHA-256 of the base checkpoint the trial pruned.
@@ -143,9 +143,7 @@ class TrialObjective:
         trial.set_user_attr(FIDELITY_ATTR, FULL)
         if self.recovery_epochs:
             with phase(seconds, "recover"):
-                train_model(model, s.base.splits.train, epochs=self.recovery_epochs, seed=s.cfg.seed,
-                            compute=s.compute, progress=False,
-                            **{k: v for k, v in s.cfg.finetune.items() if k != "epochs"})
+                recover(s, model, self.recovery_epochs)
         with phase(seconds, "evaluate"):
             metrics["val_acc"] = evaluate(model.eval(), s.base.splits.val, s.compute)
         return {**metrics, **self._cost(model, seconds)}
