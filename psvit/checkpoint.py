@@ -1,7 +1,7 @@
 """Self-describing checkpoints: model name + resolved config (every width) + state_dict, in one file.
 
 A quantized model (:mod:`psvit.quant`) is written in a second format, ``psvit-checkpoint/quantized-1``: instead
-of the state_dict it holds its bit-widths and a few shared buffers of packed integer codes and float32 values
+of the state_dict it holds its bit-widths and one shared buffer of float32 values and packed integer codes
 (:mod:`psvit.quant.storage`), so the file is as small as the memory model says. :func:`load` reads both.
 
 Files load with ``torch.load(path, weights_only=True)``: they hold only tensors, numbers, strings, lists and
@@ -86,7 +86,7 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Modu
     model = create_model(payload["model"], **payload["config"])
     try:
         if payload["format"] == QUANTIZED_FORMAT:
-            unpack_model(model, payload["quantization"], payload["buffers"])
+            unpack_model(model, payload["quantization"], payload["data"], payload["sections"])
         else:
             model.load_state_dict(payload["state_dict"], strict=True)
     except (RuntimeError, ValueError, KeyError) as exc:

@@ -79,6 +79,7 @@ def sensitivity_settings(cfg: DictConfig) -> SensitivitySettings:
         batch_size=int(cfg.sensitivity.batch_size),
         seed=int(cfg.seed),
         val_fraction=float(cfg.sensitivity.val_fraction),
+        bits=tuple(sorted({int(b) for b in cfg.sensitivity.get("bits", ()) if int(b) < 32}, reverse=True)),
     )
 
 

@@ -1,4 +1,4 @@
-"""A quantized model as a few shared buffers: packed integer codes per container width, and one float32 buffer.
+"""A quantized model as one shared byte buffer: float32 values, then packed integer codes per container width.
 
 What is stored is what :mod:`psvit.quant.layout` counts. Per quantized layer: its packed codes, one scale per
 output channel and, if it has a bias or a BatchNorm after it, one shift per output channel, with the BatchNorm
@@ -22,7 +22,7 @@ from torch import nn
 from psvit.prune.groups import list_groups
 from psvit.quant.layout import QuantLayer, quant_layers
 from psvit.quant.model import ATTR, quantization
-from psvit.quant.packing import container_bits, pack, unpack
+from psvit.quant.packing import container_bits, pack, packed_bytes, unpack
 from psvit.quant.quantizer import quantize
 
 
@@ -48,7 +48,8 @@ def _kept(state: dict[str, torch.Tensor], folded: set[str]) -> Iterator[str]:
 
 
 def pack_model(model: nn.Module) -> dict[str, Any]:
-    """The payload entries of a quantized model: ``quantization`` and ``buffers`` (name -> flat tensor)."""
+    """The payload entries of a quantized model: ``quantization`` (layer -> bits), ``data`` (one uint8 tensor)
+    and ``sections`` (its parts in order, ``float32``, ``int2``, ``int4``, ``int8``, with their byte counts)."""
     bits = quantization(model)
     layers = _layers(model)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -68,13 +69,28 @@ def pack_model(model: nn.Module) -> dict[str, Any]:
             q_codes, scale = q_codes * sign, scale * a.abs()
         codes.setdefault(container_bits(bits[q.name]), []).append(pack(q_codes, bits[q.name]))
         floats += [scale] + ([shift] if shift is not None else [])
-    buffers = {f"int{c}": torch.cat(parts) for c, parts in sorted(codes.items())}
-    buffers["float32"] = torch.cat(floats) if floats else torch.zeros(0)
-    return {"quantization": bits, "buffers": buffers}
+    parts = {"float32": (torch.cat(floats) if floats else torch.zeros(0)).contiguous().view(torch.uint8)}
+    parts.update({f"int{c}": torch.cat(packed) for c, packed in sorted(codes.items())})
+    return {"quantization": bits, "data": torch.cat(list(parts.values())),
+            "sections": {k: v.numel() for k, v in parts.items()}}
 
 
-def unpack_model(model: nn.Module, quantized: dict[str, int], buffers: dict[str, torch.Tensor]) -> nn.Module:
+def sections(data: torch.Tensor, lengths: dict[str, int]) -> dict[str, torch.Tensor]:
+    """``data`` cut into its named sections (the float32 one viewed as float32)."""
+    if sum(lengths.values()) != data.numel():
+        raise ValueError(f"the data holds {data.numel()} bytes where its sections say {sum(lengths.values())}")
+    out, at = {}, 0
+    for name, n in lengths.items():
+        out[name] = data[at:at + n]
+        at += n
+    out["float32"] = out["float32"].clone().view(torch.float32)
+    return out
+
+
+def unpack_model(model: nn.Module, quantized: dict[str, int], data: torch.Tensor,
+                 lengths: dict[str, int]) -> nn.Module:
     """Fill ``model`` (built from the stored config) from :func:`pack_model`'s entries, in place."""
+    buffers = sections(data, lengths)
     setattr(model, ATTR, dict(quantized))
     layers = _layers(model)
     modules = dict(model.named_modules())
@@ -96,10 +112,10 @@ def unpack_model(model: nn.Module, quantized: dict[str, int], buffers: dict[str,
         weight = state[f"{q.name}.weight"]
         bits = quantized[q.name]
         kind = f"int{container_bits(bits)}"
-        n_bytes = -(-weight.numel() * container_bits(bits) // 8)
-        data = buffers[kind][offsets[kind]:offsets[kind] + n_bytes]
+        n_bytes = packed_bytes(weight.numel(), bits)
+        packed = buffers[kind][offsets[kind]:offsets[kind] + n_bytes]
         offsets[kind] += n_bytes
-        q_codes = unpack(data, bits, weight.numel()).reshape(weight.shape)
+        q_codes = unpack(packed, bits, weight.numel()).reshape(weight.shape)
         channels = weight.shape[0]
         scale = take(channels)
         new[f"{q.name}.weight"] = q_codes.float() * scale.reshape((-1,) + (1,) * (weight.dim() - 1))

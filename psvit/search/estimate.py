@@ -3,9 +3,11 @@
 Two rates are measured on the configured model (random weights, the data's real images): seconds per image of an
 inference forward (at the evaluation batch size, capped) and of a training step (forward + backward). Every
 stage of the search is then a count of images times one of them: base training (if not cached), the sensitivity
-cells (if not cached), the trials at their fidelities with the cost report of every full-fidelity trial, and the
-final fine-tune and its cost report. Pruning and logging are not counted, so the estimate is a lower bound when
-models are small (see ``bench/scale.py``).
+cells (if not cached; the bits grid's too), the prior and search trials at their fidelities with their recovery
+epochs (each training step also runs the distillation teacher's forward) and the cost report of every
+full-fidelity trial, and the final fine-tune (teacher forwards, a validation pass per epoch) and its cost report.
+Pruning and logging are not counted, so the estimate is a lower bound when models are small (see
+``bench/scale.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from psvit.cost import report_forward_images
 from psvit.data import build_splits
 from psvit.models import create_model
 from psvit.prune import PruneConstraints, list_groups
+from psvit.search.request import bit_choices, recovery_epochs
 from psvit.search.samplers import STRATEGY_SAMPLERS
 from psvit.sensitivity import sensitivity_cache_path
 from psvit.train.base import base_cache_path, model_config, sample_size
@@ -32,8 +35,9 @@ from psvit.workflow import compute_of, plan, sensitivity_settings
 
 #: Images per timed batch at most (a 224-px model's batch of 256 would take minutes on a CPU).
 MAX_TIMED_BATCH = 32
-#: The strategies' prior trials a search adds to ``n_trials`` at most.
+#: The strategies' prior trials a search adds to ``n_trials`` at most (a bit-width search: up to 4).
 N_PRIORS = 2
+N_BITS_PRIORS = 4
 
 
 @dataclass(frozen=True)
@@ -110,16 +114,19 @@ def estimate_search(cfg: DictConfig) -> Estimate:
     groups = select_groups(list_groups(model), enabled)
     table = sensitivity_cache_path(base_path, groups, constraints, settings, data_cfg=data_cfg,
                                    cache_dir=cfg.cache_dir)
-    cells = len(groups) * len(settings.grid)
+    cells = len(groups) * (len(settings.grid) + len(settings.bits))
     stages["sensitivity"] = 0.0 if base_cached and table.is_file() else cells * (recalibration + n_subset * infer)
 
-    n_trials = N_PRIORS if sc.sampler in STRATEGY_SAMPLERS else int(sc.n_trials) + N_PRIORS
+    priors = N_BITS_PRIORS if bit_choices(cfg) != (32,) else N_PRIORS
+    n_trials = priors if sc.sampler in STRATEGY_SAMPLERS else int(sc.n_trials) + priors
     promoted = 1.0 if n_subset == n_val else float(sc.fidelity.promote)
     n_sample = sample_size(splits, compute)  # the cost report's batch
     report = report_forward_images(n_sample, int(sc.latency_repeats)) * infer
-    full = n_val * infer + int(sc.recovery_epochs) * n_train * train + report
+    step = train + (infer if finetune_cfg.get("kd_weight", 0) > 0 else 0.0)  # a step and its teacher's forward
+    full = n_val * infer + recovery_epochs(cfg) * n_train * step + report
     per_trial = recalibration + (n_subset * infer if n_subset < n_val else 0.0) + promoted * full
     stages["trials"] = n_trials * per_trial
-    stages["fine-tune"] = ((finetune_cfg["epochs"] * n_train * train + 2 * n_test * infer
+    epochs = finetune_cfg["epochs"]
+    stages["fine-tune"] = ((epochs * n_train * step + (epochs + 1) * n_val * infer + 2 * n_test * infer
                             + report_forward_images(n_sample) * infer) if sc.finalize else 0.0)
     return Estimate(device_name(compute.device), infer, train, stages)

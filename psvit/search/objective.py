@@ -1,4 +1,5 @@
-"""One Optuna trial: keep ratios -> budget repair -> exact memory saving -> prune -> evaluate -> MLflow.
+"""One Optuna trial: keep ratios (and bit-widths) -> budget repair -> exact memory saving -> prune (and
+quantize) -> evaluate -> MLflow.
 
 The trial's parameters are the sampler's keep ratios. With ``search.repair`` (the default) a sample that misses
 the budget is projected onto it along its own direction (:func:`~psvit.allocation.repair_to_budget`) instead
@@ -27,10 +28,11 @@ from torch import nn
 
 from psvit import tracking
 from psvit.allocation import kept_fractions, repair_to_budget
+from psvit.allocation.budget import Bits, quantized_bits
 from psvit.cost import cost_report
 from psvit.search.fidelity import FIDELITY_ATTR, FULL, SUBSET, SUBSET_ACC_ATTR, Fidelity
 from psvit.search.recovery import WORKER_ATTR, this_worker
-from psvit.search.space import RATIOS_ATTR, SearchSpace, trial_ratios
+from psvit.search.space import BITS_ATTR, RATIOS_ATTR, SearchSpace, trial_bits, trial_ratios
 from psvit.search.trial_runs import TrialRuns
 from psvit.train.base import sample_images
 from psvit.train.loop import evaluate
@@ -73,62 +75,70 @@ class TrialObjective:
         base = self.setup.base.sha256
         trial.set_user_attr(WORKER_ATTR, this_worker())
         trial.set_user_attr(BASE_ATTR, base)
-        ratios = self.space.suggest(trial)  # first: a retry of this trial needs its parameters
+        ratios, bits = self.space.suggest(trial)  # first: a retry of this trial needs its parameters
         run_id = self.runs.open(trial, **{f"psvit.{BASE_ATTR}": base})
         try:
-            return self._run(trial, ratios, run_id)
+            return self._run(trial, ratios, bits, run_id)
         except Exception as exc:  # Optuna records the trial FAIL; the run says why
             tracking.set_tags({"error": f"{type(exc).__name__}: {exc}"[:5000]}, run_id=run_id)
             raise
 
-    def _run(self, trial: optuna.Trial, ratios: dict[str, float], run_id: str) -> tuple[float, ...]:
+    def _run(self, trial: optuna.Trial, ratios: dict[str, float], bits: Bits, run_id: str) -> tuple[float, ...]:
         s = self.setup
         if self.repair and self.budget is not None and trial.number >= self.n_priors:
-            ratios = repair_to_budget(s.memory, ratios, self.budget)
+            ratios = repair_to_budget(s.memory, ratios, self.budget, bits)
         ratios = kept_fractions(s.memory, ratios, list(ratios))
         trial.set_user_attr(RATIOS_ATTR, ratios)
-        saving = s.memory.saving(ratios)
+        if bits:
+            trial.set_user_attr(BITS_ATTR, bits)
+        saving = s.memory.saving(ratios, bits)
         if self.budget is not None:
             trial.set_constraint(BUDGET_CONSTRAINT, self.budget - saving)
         feasible = self.budget is None or saving >= self.budget
-        metrics = {"memory_saving": saving, "weight_bytes": s.memory.bytes(ratios)}
-        twin = self._evaluated_twin(trial, ratios) if feasible else None
+        metrics = {"memory_saving": saving, "weight_bytes": s.memory.bytes(ratios, bits)}
+        if bits:  # bytes by storage kind: float32, int2, int4, int8
+            metrics.update({f"weight_bytes_{kind}": n for kind, n in s.memory.storage(ratios, bits).items()})
+        twin = self._evaluated_twin(trial, ratios, bits) if feasible else None
         if twin is not None:
             trial.set_user_attr("duplicate_of", twin.number)
             trial.set_user_attr(FIDELITY_ATTR, twin.user_attrs.get(FIDELITY_ATTR, FULL))
             metrics.update(twin.user_attrs["metrics"])
         elif feasible:
             seconds: dict[str, float] = {}
-            metrics.update(self._evaluate(trial, ratios, saving, seconds))
+            metrics.update(self._evaluate(trial, ratios, bits, saving, seconds))
             trial.set_user_attr("seconds", seconds)
             trial.set_user_attr("eval_seconds", sum(seconds.values()))
             trial.set_user_attr("metrics", {k: v for k, v in metrics.items()
-                                            if k not in ("memory_saving", "weight_bytes")})
+                                            if k != "memory_saving" and not k.startswith("weight_bytes")})
         evaluated = feasible and twin is None
         trial.set_user_attr("evaluated", evaluated)
         config = s.memory.config(ratios)
         widths = {k: v for k, v in config.items() if k.endswith("_dims") or k == "embed_dim"}
-        tracking.log_params({"ratio": ratios, "width": widths}, run_id=run_id)
+        tracking.log_params({"ratio": ratios, "width": widths, **({"bits": bits} if bits else {})}, run_id=run_id)
         tracking.log_metrics(metrics, run_id=run_id)
         tracking.set_tags({"feasible": str(feasible).lower(), "evaluated": str(evaluated).lower(),
                            "fidelity": trial.user_attrs.get(FIDELITY_ATTR, "none")}, run_id=run_id)
         values = (metrics.get("val_acc", 0.0), saving)
         return values + ((-metrics.get("energy_mj", 0.0),) if self.energy_objective else ())
 
-    def _evaluated_twin(self, trial: optuna.Trial, ratios: dict[str, float]) -> optuna.trial.FrozenTrial | None:
-        """A COMPLETE, evaluated trial that pruned to the same shape, if any."""
-        kept = self.setup.memory.kept(ratios)
+    def _evaluated_twin(self, trial: optuna.Trial, ratios: dict[str, float],
+                        bits: Bits) -> optuna.trial.FrozenTrial | None:
+        """A COMPLETE, evaluated trial that pruned (and quantized) to the same model, if any."""
+        memory, quantized = self.setup.memory, quantized_bits(bits)
+        kept = memory.kept(ratios)
         for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if "metrics" in t.user_attrs and self.setup.memory.kept(trial_ratios(t)) == kept:
+            if ("metrics" in t.user_attrs and memory.kept(trial_ratios(t)) == kept
+                    and quantized_bits(trial_bits(t)) == quantized):
                 return t
         return None
 
-    def _evaluate(self, trial: optuna.Trial, ratios: dict[str, float], saving: float,
+    def _evaluate(self, trial: optuna.Trial, ratios: dict[str, float], bits: Bits, saving: float,
                   seconds: dict[str, float]) -> dict[str, float]:
-        """Prune, recalibrate and score the model at the trial's fidelity; ``seconds`` gets each phase's time."""
+        """Prune (and quantize), recalibrate and score the model at the trial's fidelity; ``seconds`` gets each
+        phase's time."""
         s = self.setup
         with phase(seconds, "prune"):
-            model = pruned_model(s, ratios, recalibrate_bn=False)
+            model = pruned_model(s, ratios, recalibrate_bn=False, bits=bits)
         with phase(seconds, "recalibrate"):
             recalibrate(s, model)
         metrics: dict[str, float] = {}
@@ -155,7 +165,7 @@ class TrialObjective:
 
     def _promotes(self, trial: optuna.Trial, score: float, saving: float) -> bool:
         """Successive halving's rule against every other trial scored on the subset (finished or not)."""
-        peers = [(t.user_attrs[SUBSET_ACC_ATTR], self.setup.memory.saving(trial_ratios(t)))
+        peers = [(t.user_attrs[SUBSET_ACC_ATTR], self.setup.memory.saving(trial_ratios(t), trial_bits(t)))
                  for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
                  if t.number != trial.number and SUBSET_ACC_ATTR in t.user_attrs]
         return self.fidelity.promotes(score, saving, peers, constrained=self.budget is not None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from psvit.errors import ConfigError
 
@@ -14,6 +14,7 @@ def check_request(cfg: DictConfig) -> float | None:
     from psvit.allocation import check_budget_value
     from psvit.cli import check_pruning_plan
     from psvit.preflight import check_outputs
+    from psvit.quant import check_bits
     from psvit.search.fidelity import Fidelity
     from psvit.search.samplers import SEARCH_SAMPLERS, STRATEGY_SAMPLERS
     from psvit.workflow import compute_of, plan
@@ -28,8 +29,30 @@ def check_request(cfg: DictConfig) -> float | None:
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
         raise ConfigError(f"search.n_trials must be a positive integer, got {n_trials!r}")
     Fidelity(float(cfg.search.fidelity.subset), float(cfg.search.fidelity.promote))
+    bits = list(cfg.search.bits) if OmegaConf.is_list(cfg.search.bits) else None
+    try:
+        if not bits:
+            raise ValueError("it must be a non-empty list, e.g. [32] or [2,3,4,8]")
+        for b in bits:
+            check_bits(b)
+    except ValueError as exc:
+        raise ConfigError(f"search.bits: {exc}; got {cfg.search.bits}") from None
+    epochs = cfg.search.recovery_epochs
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0):
+        raise ConfigError(f"search.recovery_epochs must be null or an integer >= 0, got {epochs!r}")
     compute_of(cfg)
     plan(cfg)
     check_outputs(cfg)
-    check_pruning_plan(cfg, budget)
+    check_pruning_plan(cfg, budget, min(bits))
     return budget
+
+
+def bit_choices(cfg: DictConfig) -> tuple[int, ...]:
+    """``search.bits`` as sorted, distinct bit-widths (checked by the request)."""
+    return tuple(sorted({int(b) for b in cfg.search.bits}))
+
+
+def recovery_epochs(cfg: DictConfig) -> int:
+    """``search.recovery_epochs``; null means 1 when the search quantizes, else 0."""
+    epochs = cfg.search.recovery_epochs
+    return int(epochs) if epochs is not None else int(min(bit_choices(cfg)) < 32)

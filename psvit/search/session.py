@@ -18,10 +18,11 @@ from psvit.search.fidelity import Fidelity
 from psvit.search.front import front_trials, update_front
 from psvit.search.objective import BASE_ATTR, TrialObjective
 from psvit.search.priors import prior_allocations
+from psvit.search.request import bit_choices, recovery_epochs
 from psvit.search.runs import parent_run
 from psvit.search.samplers import STRATEGY_SAMPLERS, PriorFirstSampler, base_sampler
 from psvit.search.guided import GuidedSampler
-from psvit.search.space import SearchSpace, trial_ratios
+from psvit.search.space import SearchSpace, trial_bits, trial_ratios
 from psvit.search.study import check_identity, count, make_storage, open_study, run_trials
 from psvit.search.trial_runs import TrialRuns
 from psvit.train.base import config_hash
@@ -44,17 +45,18 @@ class SearchSession:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         sc = cfg.search
         s = setup(cfg)
-        if budget is not None:
-            s.memory.check_feasible(budget, s.groups)  # one line, before any evaluation
+        choices = bit_choices(cfg)
+        if budget is not None:  # one line, before any evaluation
+            s.memory.check_feasible(budget, s.groups, {g.name: min(choices) for g in s.groups})
         table, cached = sensitivity(s)
         use_priors = sc.priors or sc.sampler in STRATEGY_SAMPLERS
-        priors = prior_allocations(s, table, sc.sampler, budget, sc.n_trials) if use_priors else []
+        priors = prior_allocations(s, table, sc.sampler, budget, sc.n_trials, choices) if use_priors else []
         if sc.sampler == "guided":  # it proposes exact allocations: continuous, the whole range
-            space = SearchSpace.full(s.groups, None, priors)
+            space = SearchSpace.full(s.groups, None, priors, choices)
         elif sc.priors:
-            space = SearchSpace.from_priors(s.groups, table, sc.prior_tolerance, priors, sc.step)
+            space = SearchSpace.from_priors(s.groups, table, sc.prior_tolerance, priors, sc.step, choices)
         else:
-            space = SearchSpace.full(s.groups, sc.step, priors)
+            space = SearchSpace.full(s.groups, sc.step, priors, choices)
         name = sc.study_name or default_study_name(cfg, s, budget)
         seed = sc.seed + seed_offset
         fidelity = Fidelity(float(sc.fidelity.subset), float(sc.fidelity.promote))
@@ -77,7 +79,7 @@ class SearchSession:
             out = Path(cfg.cache_dir).expanduser() / f"sensitivity-artifacts-{name}"
             for f in write_sensitivity(table, out):
                 tracking.log_artifact(f, run_id=parent_id, artifact_path="sensitivity")
-        objective = TrialObjective(s, space, budget, TrialRuns(parent_id, name), sc.recovery_epochs,
+        objective = TrialObjective(s, space, budget, TrialRuns(parent_id, name), recovery_epochs(cfg),
                                    sc.energy_objective, sc.latency_repeats, len(priors), sc.repair, fidelity)
         n_trials = len(priors) if sc.sampler in STRATEGY_SAMPLERS else sc.n_trials
         return cls(cfg, budget, s, study, name, parent_id, objective, n_trials)
@@ -125,7 +127,7 @@ class SearchSession:
     def finalize(self, out_dir: Path) -> tuple[Finished, FrozenTrial]:
         """Fine-tune the chosen trial's model, test it, and log it (checkpoint + table row) to the parent run."""
         trial = self.chosen_trial()
-        done = finish(self.setup, trial_ratios(trial), out_dir, desc="fine-tune chosen")
+        done = finish(self.setup, trial_ratios(trial), out_dir, desc="fine-tune chosen", bits=trial_bits(trial))
         pid = self.parent_run_id
         tracking.log_metrics({f"final_{k}": v for k, v in {**done.row.metrics(), **done.cost.to_dict()}.items()},
                              run_id=pid)
@@ -140,7 +142,8 @@ def study_identity(cfg: DictConfig, s: Setup, budget: float | None, space: Searc
     sc = cfg.search
     return {
         "budget": budget, "base model": s.base.sha256[:16], "search.sampler": sc.sampler, "search.priors": sc.priors,
-        "search.repair": sc.repair, "search.recovery_epochs": sc.recovery_epochs,
+        "search.repair": sc.repair, "search.recovery_epochs": recovery_epochs(cfg),
+        **({"search.bits": list(space.bits)} if space.quantizes else {}),
         "search.energy_objective": sc.energy_objective, "groups": list(space.bounds), "search.step": space.step,
         **{f"range of {g}": [round(lo, 6), round(hi, 6)] for g, (lo, hi) in space.bounds.items()},
         **{f"prune.{k}": v for k, v in tracking.flat_params(config_sections(cfg, "prune")[0]).items()},

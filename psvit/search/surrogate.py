@@ -8,6 +8,10 @@ likelihood on a small grid). Observation noise is binomial: ``p (1 - p) / n_val`
 
 The mean alone is what PSViT's greedy allocation optimizes; ``b`` learns how much the one-group-at-a-time drops
 under-state the drop when many groups are pruned together, and the GP learns where the additive model is wrong.
+
+When bit-widths are searched too, ``x`` has a second column per group, its bit-width as :func:`bits_feature`
+(``log2(bits) / 5``: 1 at 32 bits, 0.4 at 4), and ``D(x)`` adds the bits grid's drops
+(:meth:`~psvit.sensitivity.SensitivityTable.predicted_bits_drop`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,16 @@ SIGNAL_STDS = (0.005, 0.02, 0.05, 0.15)
 PRIOR_WEIGHT = 2.0
 
 
+def bits_feature(bits: int) -> float:
+    """A bit-width as a surrogate input in (0, 1]: ``log2(bits) / 5``."""
+    return math.log2(bits) / 5
+
+
+def feature_bits(value: float) -> int:
+    """The bit-width of a :func:`bits_feature` value."""
+    return int(round(2 ** (5 * value)))
+
+
 def expected_improvement(mu: np.ndarray, sd: np.ndarray, best: float) -> np.ndarray:
     """EI of maximizing, per candidate."""
     sd = np.maximum(sd, 1e-9)
@@ -43,6 +57,7 @@ class AccuracySurrogate:
     table: SensitivityTable
     names: Sequence[str]
     n_val: int
+    with_bits: bool = False  #: whether ``x`` has a bit-width column per group after the keep ratios
     a: float = 0.0
     b: float = 1.0
     length_scale: float = LENGTH_SCALES[1]
@@ -53,7 +68,12 @@ class AccuracySurrogate:
 
     def drop(self, x: np.ndarray) -> np.ndarray:
         """``D(x)``: the table's additive predicted drop, per row of ``x``."""
-        return np.array([sum(self.table.predicted_drop(n, float(v)) for n, v in zip(self.names, row)) for row in x])
+        k = len(self.names)
+        return np.array([
+            sum(self.table.predicted_drop(n, float(v)) for n, v in zip(self.names, row[:k]))
+            + (sum(self.table.predicted_bits_drop(n, feature_bits(v)) for n, v in zip(self.names, row[k:]))
+               if self.with_bits else 0.0)
+            for row in x])
 
     def _mean(self, x: np.ndarray) -> np.ndarray:
         return self.a - self.b * self.drop(x)

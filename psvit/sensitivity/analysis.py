@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 
 from psvit.allocation.budget import MemoryModel
 from psvit.data import DataSplits
-from psvit.prune import Group, PruneConstraints, prune, recalibrate_bn
+from psvit.prune import Group, PruneConstraints, list_groups, prune, recalibrate_bn
+from psvit.quant import layers_for, quantize_weights
 from psvit.sensitivity.table import SensitivityTable
 from psvit.train.compute import Compute
 from psvit.train.loop import batches, evaluate
@@ -33,6 +34,14 @@ class SensitivitySettings:
     batch_size: int = 64
     seed: int = 0
     val_fraction: float = 1.0  #: the stratified part of the validation split each cell is scored on
+    bits: tuple[int, ...] = ()  #: the bits grid: weight bit-widths (below 32) each group is quantized at alone
+
+    def key(self) -> dict:
+        """What the cache key holds: every setting (an empty bits grid left out, as before it existed)."""
+        fields = asdict(self)
+        if not self.bits:
+            fields.pop("bits")
+        return fields
 
 
 def recalibrated(model: nn.Module, splits: DataSplits, settings: SensitivitySettings,
@@ -68,26 +77,26 @@ def run_sensitivity(
     val = splits.val_subset(settings.val_fraction, settings.seed)
     if val is not splits.val:  # drops are measured against the base model on the same images
         base_val_acc = evaluate(model, val, compute)
-    rows = []
-    grid = list(itertools.product(groups, settings.grid))
-    for group, ratio in tqdm(grid, desc="sensitivity", unit="eval", disable=not progress or None):
+    rows, bits_rows = [], []
+    cells = [*itertools.product(groups, settings.grid, [None]), *itertools.product(groups, [1.0], settings.bits)]
+    all_groups = list_groups(model)
+    for group, ratio, bits in tqdm(cells, desc="sensitivity", unit="eval", disable=not progress or None):
         ratios = {group.name: ratio}
         pruned = prune(model, ratios, settings.importance, constraints, data).eval()
+        if bits is not None:
+            quantize_weights(pruned, layers_for(all_groups, {group.name: bits}))
         if settings.recalibration_batches:
             recalibrated(pruned, splits, settings, compute)
         acc = evaluate(pruned, val, compute)
-        config = memory.config(ratios)
-        rows.append({
-            "group": group.name,
-            "kind": group.kind,
-            "ratio": float(ratio),
-            "width": group.width,
-            "kept": _width(config, group),
-            "val_acc": acc,
-            "acc_drop": base_val_acc - acc,
-            "memory_saving": memory.saving(ratios),
-        })
-    return SensitivityTable(rows=rows, base_val_acc=base_val_acc)
+        row = {"group": group.name, "kind": group.kind}
+        if bits is None:
+            row.update(ratio=float(ratio), width=group.width, kept=_width(memory.config(ratios), group))
+        else:
+            row["bits"] = int(bits)
+        row.update(val_acc=acc, acc_drop=base_val_acc - acc,
+                   memory_saving=memory.saving(ratios, None if bits is None else {group.name: bits}))
+        (rows if bits is None else bits_rows).append(row)
+    return SensitivityTable(rows=rows, base_val_acc=base_val_acc, bits_rows=bits_rows)
 
 
 def _width(config: dict, group: Group) -> int:
