@@ -13,7 +13,7 @@ from psvit.cost import param_shapes, weight_bytes
 from psvit.errors import ConfigError
 from psvit.prune import Group, PruneConstraints, kept_channels, narrowed_config
 from psvit.prune.groups import group_kinds, resolved_groups
-from psvit.quant.layout import quant_layers, storage_bytes
+from psvit.quant.layout import layer_bits, quant_layers, storage_bytes
 from psvit.quant.quantizer import FLOAT_BITS
 
 #: Weight bit-width per group name (groups left out: 32, float32). ``None``: every group at 32.
@@ -81,7 +81,8 @@ class MemoryModel:
         key = (tuple(kept.values()), quantized)
         if key not in self._bytes:
             config = narrowed_config(self.base_config, self.groups, kept)
-            self._bytes[key] = (storage_bytes(param_shapes(self.model_name, config), self.layers, dict(quantized))
+            self._bytes[key] = (storage_bytes(param_shapes(self.model_name, config), self.layers,
+                                              layer_bits(self.layers, dict(quantized)))
                                 if quantized else {"float32": weight_bytes(self.model_name, config)})
         return self._bytes[key]
 

@@ -18,6 +18,8 @@ from torch import nn
 from psvit.cost.analytic import count_params, layer_macs, weight_bytes
 from psvit.cost.firing import measure_firing_rates
 from psvit.cost.latency import WARMUP, measure_latency
+from psvit.prune.groups import list_groups
+from psvit.quant import quantization, stored_bytes
 from psvit.train.compute import device_name
 
 #: Energy of one 32-bit float multiply-accumulate, in picojoules (45 nm).
@@ -34,7 +36,7 @@ class CostReport:
     model: str
     params: int  #: all parameters, the never-used norms included (the official figures count them)
     params_excl_unused_norms: int
-    weight_bytes: int  #: ``params * 4`` (float32)
+    weight_bytes: int  #: ``params * 4`` (float32), or the packed bytes of a quantized model (:mod:`psvit.quant`)
     flops: int  #: MACs per image for ONE time step
     T: int
     flops_total: int  #: ``T * flops``
@@ -106,7 +108,8 @@ def cost_report(model: nn.Module, images: torch.Tensor, *, latency_repeats: int 
         model=name,
         params=count_params(name, config),
         params_excl_unused_norms=count_params(name, config, include_unused_norms=False),
-        weight_bytes=weight_bytes(name, config),
+        weight_bytes=sum(stored_bytes(model, list_groups(model)).values()) if quantization(model)
+        else weight_bytes(name, config),
         flops=flops,
         T=T,
         flops_total=T * flops,

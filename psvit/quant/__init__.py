@@ -8,7 +8,7 @@
 """
 
 from psvit.quant.layout import QuantLayer, layer_bits, quant_layers, storage_bytes
-from psvit.quant.model import layers_for, quantization, quantization_aware, quantize_weights
+from psvit.quant.model import layers_for, quantization, quantization_aware, quantize_weights, stored_bytes
 from psvit.quant.quantizer import FLOAT_BITS, check_bits
 
 __all__ = [
@@ -22,4 +22,5 @@ __all__ = [
     "quantization_aware",
     "quantize_weights",
     "storage_bytes",
+    "stored_bytes",
 ]

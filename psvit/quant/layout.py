@@ -68,11 +68,12 @@ def layer_bits(layers: Sequence[QuantLayer], bits: Mapping[str, int]) -> dict[st
 def storage_bytes(shapes: Mapping[str, tuple[int, ...]], layers: Sequence[QuantLayer],
                   bits: Mapping[str, int]) -> dict[str, int]:
     """Bytes by storage kind (``"float32"``, ``"int2"``, ``"int4"``, ``"int8"``) of a model whose parameters
-    have ``shapes``, its layers quantized at group bit-widths ``bits``."""
+    have ``shapes``, its ``layers`` quantized at the bit-widths ``bits`` gives them by layer name (see
+    :func:`layer_bits`; layers left out are float32)."""
     numel = {name: math.prod(shape) for name, shape in shapes.items()}
     out = {"float32": FLOAT_BYTES * sum(numel.values())}
     for q in layers:
-        b = bits.get(q.group, FLOAT_BITS)
+        b = bits.get(q.name, FLOAT_BITS)
         if b >= FLOAT_BITS:
             continue
         weight = f"{q.name}.weight"

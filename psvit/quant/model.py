@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from psvit.models.channels import Group
-from psvit.quant.layout import layer_bits, quant_layers
+from psvit.quant.layout import layer_bits, quant_layers, storage_bytes
 from psvit.quant.quantizer import fake_quantize, quantized
 
 #: The model attribute holding the bit-width of each quantized layer (absent or empty: a float32 model).
@@ -30,6 +30,12 @@ def quantization(model: nn.Module) -> dict[str, int]:
 def layers_for(groups: list[Group], bits: Mapping[str, int]) -> dict[str, int]:
     """Bit-width per layer that group bit-widths ``bits`` quantize (``groups``: all of the model's groups)."""
     return layer_bits(quant_layers(groups, set(bits)), bits)
+
+
+def stored_bytes(model: nn.Module, groups: list[Group]) -> dict[str, int]:
+    """Bytes by storage kind of ``model`` as :mod:`psvit.quant.storage` writes it (``groups``: all its groups)."""
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    return storage_bytes(shapes, quant_layers(groups, {g.name for g in groups}), quantization(model))
 
 
 def quantize_weights(model: nn.Module, layers: Mapping[str, int]) -> nn.Module:

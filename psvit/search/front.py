@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from psvit import tracking
 from psvit.search.fidelity import FIDELITY_ATTR, FULL
-from psvit.search.space import trial_ratios
+from psvit.search.space import trial_bits, trial_ratios
 
 
 def front_filter(study_name: str) -> str:
@@ -84,10 +84,14 @@ def update_front(study: optuna.Study, parent_run_id: str, budget: float | None) 
         with table.open("w", newline="") as f:
             writer = csv.writer(f)
             names = sorted(trial_ratios(front[0])) if front else []
-            writer.writerow(["trial", "val_acc", "memory_saving", "mlflow_run_id", *names])
+            quantized = any(trial_bits(t) for t in front)
+            bits_columns = [f"bits.{k}" for k in names] if quantized else []
+            writer.writerow(["trial", "val_acc", "memory_saving", "mlflow_run_id", *names, *bits_columns])
             for t in front:
+                bits = trial_bits(t) or {}
                 writer.writerow([t.number, t.values[0], t.values[1], t.user_attrs.get("mlflow_run_id", ""),
-                                 *(trial_ratios(t)[k] for k in names)])
+                                 *(trial_ratios(t)[k] for k in names),
+                                 *((bits.get(k, 32) for k in names) if quantized else ())])
         tracking.log_artifact(table, run_id=parent_run_id)
         tracking.log_artifact(plot_front(complete, front, budget, Path(tmp) / "pareto_front.png"), run_id=parent_run_id)
     tracking.log_figure(interactive_front(complete, front, budget), "pareto_front.html", run_id=parent_run_id,
@@ -147,8 +151,9 @@ def _percent(fraction: float) -> str:
 
 def hover_text(trial: FrozenTrial) -> str:
     """A trial as the interactive front shows it: number, objectives, MLflow run, kept width of every group."""
-    ratios = trial_ratios(trial)
-    widths = "<br>".join(f"  {name}: {ratios[name]:.3f}" for name in sorted(ratios))
+    ratios, bits = trial_ratios(trial), trial_bits(trial) or {}
+    widths = "<br>".join(f"  {name}: {ratios[name]:.3f}" + (f" at {bits[name]} bits" if name in bits else "")
+                         for name in sorted(ratios))
     return (f"<b>trial {trial.number}</b><br>val acc {_percent(trial.values[0])}, saving {_percent(trial.values[1])}"
             f"<br>run {trial.user_attrs.get('mlflow_run_id', '-')}<br>kept widths:<br>{widths}")
 

@@ -132,6 +132,8 @@ class SearchSession:
         tracking.log_metrics({f"final_{k}": v for k, v in {**done.row.metrics(), **done.cost.to_dict()}.items()},
                              run_id=pid)
         tracking.set_tags({"chosen_trial": trial.number}, run_id=pid)
+        if done.bits:
+            tracking.log_params({"final_bits": done.bits}, run_id=pid)
         tracking.log_text(done.row.markdown() + "\n", "result_row.md", run_id=pid)
         tracking.log_artifact(done.checkpoint, run_id=pid, artifact_path="final_model")
         return done, trial
