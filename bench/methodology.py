@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from psvit.allocation import InfeasibleBudget, predicted_total_drop
+from psvit.data import MNIST_T10K
 from psvit.prune.__main__ import allocate, check_request
 from psvit.report import ResultRow
 from psvit.workflow import Setup, finish, sensitivity, setup
@@ -31,7 +32,7 @@ CACHE = ROOT / ".psvit-cache"
 #: Hydra overrides selecting each dataset (on top of ``conf/prune.yaml``); the data split seed is fixed.
 DATASETS = {
     "digits": ["data.seed=0"],
-    "mnist": ["data=mnist_idx", f"data.root={ROOT.parent / 'shared' / 'data' / 'mnist-t10k'}", "data.img_size=16",
+    "mnist": ["data=mnist_idx", f"data.root={MNIST_T10K}", "data.img_size=16",
               "data.seed=0"],
 }
 STRATEGIES = ("uniform", "psvit", "largest_first")

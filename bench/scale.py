@@ -11,8 +11,8 @@ in a scratch folder, then reads the trials back from Optuna:
 * ``spikformer512``: Spikformer-8-512 at 224 px with random weights (``model.checkpoint``: no training) on a
   synthetic 224-px image folder made here, two channel groups enabled, 3 trials; the same split.
 * ``amp``: the default base model's test and validation accuracy in float32, bf16 and fp16 (autocast).
-* ``fidelity``: on MNIST-10k (``../shared/data/mnist-t10k``) at budget 0.6, a full-fidelity search (every trial:
-  one recovery epoch and the whole validation split) against the multi-fidelity one (every trial on a 20 %
+* ``fidelity``: on MNIST-10k (shipped with psvit: ``psvit.data.MNIST_T10K``) at budget 0.6, a full-fidelity
+  search (every trial: one recovery epoch and the whole validation split) against the multi-fidelity one (every trial on a 20 %
   validation subset, the top quarter promoted to the full treatment), run side by side (so both see the same
   machine load), same trials, seed and a 3-point sensitivity grid. Reported: the chosen model's test accuracy before and after fine-tuning,
   and the search's wall time (sensitivity + trials; the base model is trained once beforehand).
@@ -33,10 +33,11 @@ from typing import Any
 
 import numpy as np
 
+from psvit.data import MNIST_T10K
+
 ROOT = Path(__file__).resolve().parents[1]
-MNIST = ROOT.parent / "shared" / "data" / "mnist-t10k"
 PHASES = ("prune", "recalibrate", "recover", "evaluate", "cost")
-MNIST_ARGS = ["data=mnist_idx", f"data.root={MNIST}", "data.img_size=16", "data.seed=0", "train.epochs=6"]
+MNIST_ARGS = ["data=mnist_idx", f"data.root={MNIST_T10K}", "data.img_size=16", "data.seed=0", "train.epochs=6"]
 
 
 def search(scratch: Path, overrides: list[str], log: Path | None = None) -> tuple[subprocess.Popen, float]:

@@ -3,6 +3,8 @@
 ``@hydra_main("search")`` replaces ``@hydra.main(...)`` on an entry point. Besides running the command as Hydra
 does (overrides, ``-m`` sweeps, launchers, ``--cfg``/``--help``), it
 
+* checks the config's numeric keys (:func:`psvit.preflight.check_numbers`: type and range) before the command
+  runs;
 * turns Hydra's own errors (an override it cannot parse, a config group option that does not exist, a key that
   is not in the config, an argument it does not know) and OmegaConf's errors into one ``error: ...`` line and
   exit code 2, as :func:`psvit.errors.exit_on_user_error` does for psvit's own errors;
@@ -33,6 +35,7 @@ from omegaconf.errors import OmegaConfBaseException
 from psvit.data import remember_splits
 from psvit.errors import ConfigError, PsvitError, exit_on_user_error
 from psvit.interrupt import Interrupted, stop_on_sigterm
+from psvit.preflight import check_numbers
 
 Task = Callable[[DictConfig], None]
 
@@ -50,6 +53,7 @@ def hydra_main(config_name: str) -> Callable[[Task], Callable[[], None]]:
         @exit_on_user_error  # in the job itself: Hydra would add a line of its own to an error it catches
         def job(cfg: DictConfig) -> None:
             try:
+                check_numbers(cfg)
                 with remember_splits():  # the pre-flight checks and the work read the data once
                     task(cfg)
             except (PsvitError, OmegaConfBaseException, OSError) as exc:

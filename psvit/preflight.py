@@ -1,5 +1,7 @@
-"""Checks made before any work, without writing anything: can a command write where it will write?
+"""Checks made before any work, without writing anything: are the config's numbers numbers in range, and can a
+command write where it will write?
 
+Every numeric key has a type and a range in :data:`NUMBERS`, checked for every command (:func:`check_numbers`).
 Folders (the cache) must be writable or creatable; an MLflow tracking URI must be well formed and, for a server,
 answer within seconds (MLflow's own client retries a dead server for minutes); an Optuna storage URL must be a
 well-formed database URL whose SQLite folder exists.
@@ -14,7 +16,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from psvit.errors import ConfigError
 
@@ -24,6 +26,52 @@ SERVER_TIMEOUT = 5.0
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 FILE_SCHEMES = ("", "file")
 SERVER_SCHEMES = ("http", "https", "databricks")
+
+#: Numeric config keys: key -> (kind, range). Kind ``int`` takes integers, ``number`` integers or floats; a
+#: trailing ``?`` allows null. Ranges are intervals, ``[`` / ``]`` closed and ``(`` / ``)`` open. A key that a
+#: command's config does not have, or that interpolates another key (checked under its own name), is skipped.
+NUMBERS: dict[str, tuple[str, str]] = {
+    "seed": ("int", "[0, inf)"), "data.seed": ("int", "[0, inf)"), "search.seed": ("int", "[0, inf)"),
+    "data.img_size": ("int", "[1, inf)"),
+    "data.val_fraction": ("number", "[0, 1)"), "data.test_fraction": ("number", "[0, 1)"),
+    "train.epochs": ("int", "[1, inf)"), "finetune.epochs": ("int", "[0, inf)"),
+    "train.batch_size": ("int", "[1, inf)"), "finetune.batch_size": ("int", "[1, inf)"),
+    "train.lr": ("number", "(0, inf)"), "finetune.lr": ("number", "(0, inf)"),
+    "train.weight_decay": ("number", "[0, inf)"), "finetune.weight_decay": ("number", "[0, inf)"),
+    "train.label_smoothing": ("number", "[0, 1)"), "finetune.label_smoothing": ("number", "[0, 1)"),
+    "finetune.kd_weight": ("number", "[0, 1]"), "finetune.temperature": ("number", "(0, inf)"),
+    "compute.eval_batch_size": ("int", "[1, inf)"), "compute.num_workers": ("int?", "[0, inf)"),
+    "prune.constraints.min_channels": ("int", "[1, inf)"), "prune.constraints.round_to": ("int", "[1, inf)"),
+    "prune.bn_recalibration_batches": ("int", "[0, inf)"),
+    "sensitivity.batch_size": ("int", "[1, inf)"), "sensitivity.val_fraction": ("number", "(0, 1]"),
+    "strategy.step": ("number", "(0, 1]"), "strategy.tolerance": ("number", "[0, 1]"),
+    "search.n_trials": ("int", "[1, inf)"), "search.n_startup_trials": ("int", "[0, inf)"),
+    "search.prior_tolerance": ("number", "[0, 1]"), "search.front_every": ("int", "[0, inf)"),
+    "search.step": ("number?", "(0, 1]"), "search.recovery_epochs": ("int?", "[0, inf)"),
+    "search.fidelity.subset": ("number", "(0, 1]"), "search.fidelity.promote": ("number", "(0, 1]"),
+    "search.latency_repeats": ("int", "[1, inf)"), "search.select_tolerance": ("number", "[0, 1]"),
+    "search.heartbeat_interval": ("number", "(0, inf)"), "search.grace_period": ("number", "(0, inf)"),
+}
+
+
+def check_numbers(cfg: DictConfig) -> None:
+    """Every key of :data:`NUMBERS` in ``cfg`` has its kind and lies in its range; if not, one line names the key."""
+    for key, (kind, interval) in NUMBERS.items():
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if not isinstance(node, DictConfig) or leaf not in node or OmegaConf.is_interpolation(node, leaf):
+            continue
+        value = node[leaf]
+        if value is None and kind.endswith("?"):
+            continue
+        low, high = (float(bound) for bound in interval[1:-1].split(","))
+        is_int = kind.startswith("int")
+        if (isinstance(value, bool) or not isinstance(value, int if is_int else (int, float))
+                or not (low <= value if interval[0] == "[" else low < value)
+                or not (value <= high if interval[-1] == "]" else value < high)):
+            nullable = " or null" if kind.endswith("?") else ""
+            raise ConfigError(f"{key} must be {'an integer' if is_int else 'a number'} in {interval}{nullable}, "
+                              f"got {value!r}")
 
 
 def check_writable_dir(path: str | os.PathLike, what: str) -> None:

@@ -11,21 +11,27 @@ With ``$PSVIT_BAD_INPUT_ROWS`` set to a folder, each case also writes its row of
 
 from __future__ import annotations
 
+import copy
 import gzip
 import os
+import re
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import compose
+from omegaconf import OmegaConf
 from PIL import Image
 
 import psvit
-from psvit.errors import CheckpointError
+from psvit.errors import CheckpointError, ConfigError
+from psvit.preflight import NUMBERS, check_numbers
 
 BUDGET = "budget must be a number strictly between 0 and 1"
 UNREADABLE = "truncated, corrupt or not a PyTorch file"
+ABSENT = object()
 
 CASES = {
     # Hydra's own errors, before the command runs (-m: a sweep)
@@ -54,8 +60,12 @@ CASES = {
     "grid ratio 1.5": ("sensitivity", ["sensitivity.grid=[1.5,0.5]"], "sensitivity.grid must be keep ratios"),
     "unknown sampler": ("search", ["+budget=0.2", "search.sampler=nope"], "search.sampler must be one of"),
     "unknown group": ("sensitivity", ["prune.enabled=[mlp,nope]"], "unknown group or kind 'nope'"),
+    # numeric keys: type and range (psvit.preflight.NUMBERS)
+    "seed not an integer": ("search", ["+budget=0.224", "search.seed=abc"],
+                            "search.seed must be an integer in [0, inf), got 'abc'"),
+    "negative epochs": ("train", ["train.epochs=-1"], "train.epochs must be an integer in [1, inf), got -1"),
     # data
-    "no data.root": ("train", ["data=mnist_idx"], "set data.root"),
+    "no data.root": ("train", ["data=image_folder"], "set data.root"),  # mnist_idx: the shipped MNIST test set
     "missing data.root": ("train", ["data=mnist_idx", "data.root={tmp}/nope"], "{tmp}/nope: no such directory"),
     "empty data.root": ("train", ["data=image_folder", "data.root={tmp}/empty"], "{tmp}/empty: empty folder"),
     "MNIST bad magic": ("train", ["data=mnist_idx", "data.root={tmp}/bad_magic"], "bad magic number"),
@@ -83,6 +93,34 @@ CASES = {
     "cache not writable": ("train", ["cache_dir={tmp}/notes.txt/cache"], "{tmp}/notes.txt is not a folder"),
     "output dir not writable": ("train", ["hydra.run.dir={tmp}/notes.txt/run"], "cannot use {tmp}/notes.txt/run"),
 }
+
+
+#: Every primary config, and each strategy's group: together they hold every key of psvit.preflight.NUMBERS.
+CONFIGS = [("train", ()), ("sensitivity", ()), ("prune", ("strategy=psvit",)), ("prune", ("strategy=largest_first",)),
+           ("search", ())]
+
+
+def numeric_keys(cfg) -> list[str]:
+    return [key for key in NUMBERS if OmegaConf.select(cfg, key, default=ABSENT) is not ABSENT]
+
+
+@pytest.mark.parametrize("config_name, overrides", CONFIGS)
+def test_defaults_pass_the_numeric_checks_and_each_key_rejects_minus_one(config_name: str, overrides: tuple) -> None:
+    """The default config passes :func:`check_numbers`; each of its table keys set to -1 (below every range) fails,
+    naming that key."""
+    cfg = compose(config_name, *overrides)
+    check_numbers(cfg)
+    for key in numeric_keys(cfg):
+        bad = copy.deepcopy(cfg)
+        OmegaConf.update(bad, key, -1)
+        with pytest.raises(ConfigError, match=f"^{re.escape(key)} must be an? (integer|number) in "):
+            check_numbers(bad)
+
+
+def test_every_numeric_key_is_in_some_config() -> None:
+    """No key of the table is a typo that no config has (it would never be checked)."""
+    found = {key for config_name, overrides in CONFIGS for key in numeric_keys(compose(config_name, *overrides))}
+    assert found == set(NUMBERS)
 
 
 def idx_file(array: np.ndarray) -> bytes:

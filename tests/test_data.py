@@ -1,4 +1,5 @@
-"""psvit.data: real datasets (digits, the shared MNIST test set) and tiny generated IDX / PNG / CIFAR folders."""
+"""psvit.data: real datasets (digits, the MNIST test set shipped with psvit) and tiny generated IDX / PNG / CIFAR
+folders."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader
 
-from psvit.data import DataSplits, build_splits, dataset_options, list_datasets
+import psvit.data
+from psvit.data import MNIST_T10K, DataSplits, build_splits, dataset_options, list_datasets
 from psvit.data.splits import stratified_split
 from psvit.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[1]
-MNIST_DIR = REPO.parent / "shared/data/mnist-t10k"
+MNIST_DIR = MNIST_T10K
 #: From MNIST_DIR/README.md.
 MNIST_MD5 = {
     "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
@@ -128,6 +130,22 @@ def test_mnist_test_set_loads_with_readme_class_counts() -> None:
     assert np.bincount(all_labels).tolist() == MNIST_CLASS_COUNTS
     assert_stratified(splits, all_labels, {"train": 0.6, "val": 0.2, "test": 0.2})
     assert 0.0 <= splits.test.images.min() and splits.test.images.max() <= 1.0
+
+
+def test_mnist_idx_without_root_reads_the_shipped_test_set() -> None:
+    assert MNIST_DIR.is_relative_to(Path(psvit.data.__file__).parent)  # inside the package, not beside the repo
+    default, given = build_splits("mnist_idx", seed=0), build_splits("mnist_idx", root=MNIST_DIR, seed=0)
+    for split in ("train", "val", "test"):
+        assert torch.equal(getattr(default, split).images, getattr(given, split).images)
+        assert np.array_equal(getattr(default, split).labels, getattr(given, split).labels)
+    readme = (MNIST_DIR / "README.md").read_text()
+    assert "CC BY-SA 3.0" in readme and all(md5 in readme for md5 in MNIST_MD5.values())
+
+
+def test_data_mnist_idx_works_out_of_the_box_on_the_cli(run_cli) -> None:
+    """No data.root: the pre-flight checks read the shipped MNIST test set, and the estimate is printed."""
+    out = run_cli("search", "data=mnist_idx", "+budget=0.5", "search.dry_run=true").stdout
+    assert out.startswith("estimate: ~") and "base model" in out
 
 
 def test_mnist_native_size_matches_the_idx_bytes() -> None:
@@ -288,6 +306,9 @@ def test_config_file_holds_build_splits_keys(name: str) -> None:
     assert cfg.name == name and set(cfg) == common | set(dataset_options(name))
     if name == "digits":
         assert build_splits(**cfg).describe().startswith("digits: 1079 train")
+    elif name == "mnist_idx":  # the shipped MNIST test set, split three ways
+        described = "mnist_idx: 6000 train / 2000 val / 2000 test, 10 classes, 1x16x16 images"
+        assert build_splits(**cfg).describe() == described
     else:
         with pytest.raises(DataError, match="data.root"):
             build_splits(**cfg)
@@ -343,8 +364,9 @@ def test_missing_file_and_empty_roots_are_data_errors(tmp_path: Path, name: str)
     for root, message in (("nope", "no such directory"), ("file.txt", "not a directory"), ("empty", "empty folder")):
         with pytest.raises(DataError, match=f"{tmp_path / root}: {message}"):
             build_splits(name, root=tmp_path / root)
-    with pytest.raises(DataError, match="set data.root"):
-        build_splits(name)
+    if name != "mnist_idx":  # mnist_idx without a root reads the shipped test set (tested above)
+        with pytest.raises(DataError, match="set data.root"):
+            build_splits(name)
 
 
 def test_image_folders_without_classes_are_data_errors(tmp_path: Path) -> None:

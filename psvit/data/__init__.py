@@ -1,6 +1,7 @@
 """Datasets as seeded, stratified train/validation/test splits: ``build_splits(**cfg.data)``.
 
-Registered datasets: ``digits`` (embedded, the default), ``mnist_idx``, ``image_folder`` and ``cifar10``.
+Registered datasets: ``digits`` (embedded, the default), ``mnist_idx`` (reads the MNIST test set shipped with
+psvit, :data:`MNIST_T10K`, unless given a ``root``), ``image_folder`` and ``cifar10``.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from psvit.data import cifar, digits, image_folder, mnist_idx  # noqa: F401  (register the datasets)
+from psvit.data.mnist_idx import MNIST_T10K
 from psvit.data.registry import dataset_options, list_datasets, load_dataset, register_dataset
 from psvit.data.splits import DataSplits, check_fractions, make_splits
 
-__all__ = ["DataSplits", "build_splits", "dataset_options", "list_datasets", "register_dataset", "remember_splits"]
+__all__ = ["MNIST_T10K", "DataSplits", "build_splits", "dataset_options", "list_datasets", "register_dataset",
+           "remember_splits"]
 
 
 def build_splits(

@@ -2,6 +2,7 @@
 
 ``root`` holds ``<prefix>images-idx3-ubyte[.gz]`` with a matching ``<prefix>labels-idx1-ubyte[.gz]``. With both
 ``train-`` and ``t10k-`` files, train gives train/val and t10k the test split; a single pair is split three ways.
+Without ``root``, the MNIST test set shipped with psvit (:data:`MNIST_T10K`, 10,000 images) is read.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from psvit.errors import DataError
 
 #: IDX magic: two zero bytes, the element type (0x08 = unsigned byte) and the number of dimensions.
 UBYTE = 0x08
+#: The MNIST test set (10,000 images, IDX gzip) shipped inside the package: the default ``root``.
+MNIST_T10K = Path(__file__).resolve().parent / "mnist_t10k"
 _IMAGES = re.compile(r"^(?P<prefix>.*)images[-.]idx3-ubyte(?:\.gz)?$")
 
 
@@ -68,7 +71,7 @@ def _dataset(images: np.ndarray, labels: np.ndarray, img_size: int) -> ArrayData
     return ArrayDataset(images_from_pixels(images[:, None], img_size), labels.astype(np.int64))
 
 
-@register_dataset("mnist_idx")
+@register_dataset("mnist_idx", default_root=MNIST_T10K)
 def load(*, root: Path, img_size: int) -> LoadedData:
     """The IDX pairs in ``root``, scaled to [0, 1] and resized (antialiased bilinear) to ``img_size``."""
     pairs: dict[str, str] = {}  # file-name prefix -> separator before "idx3"

@@ -1,7 +1,8 @@
 """Dataset registry: ``register_dataset`` decorates a loader, ``load_dataset`` checks the options and runs it.
 
 A loader is a function of keyword-only arguments: ``img_size``, ``root`` (a checked, existing, non-empty
-directory) if the dataset reads files, and its own options; it returns a :class:`LoadedData`.
+directory) if the dataset reads files, and its own options; it returns a :class:`LoadedData`. A dataset that ships
+a sample with psvit registers its folder as ``default_root``: the folder read when ``root`` is not given.
 """
 
 from __future__ import annotations
@@ -16,14 +17,17 @@ from psvit.errors import ConfigError, DataError
 
 Loader = Callable[..., LoadedData]
 _DATASETS: dict[str, Loader] = {}
+_DEFAULT_ROOTS: dict[str, Path] = {}
 _COMMON = ("root", "img_size")
 
 
-def register_dataset(name: str) -> Callable[[Loader], Loader]:
-    """Register ``loader`` under ``name``."""
+def register_dataset(name: str, default_root: Path | None = None) -> Callable[[Loader], Loader]:
+    """Register ``loader`` under ``name``; ``default_root``: the folder it reads when ``root`` is not given."""
 
     def decorate(loader: Loader) -> Loader:
         _DATASETS[name] = loader
+        if default_root is not None:
+            _DEFAULT_ROOTS[name] = default_root
         return loader
 
     return decorate
@@ -45,7 +49,8 @@ def _loader(name: str) -> Loader:
 
 
 def data_root(name: str, root: str | Path | None) -> Path:
-    """``root`` as an existing, non-empty directory."""
+    """``root`` (or, when None, the dataset's ``default_root``) as an existing, non-empty directory."""
+    root = _DEFAULT_ROOTS.get(name) if root is None else root
     if root is None:
         raise DataError(f"dataset {name!r} reads files: set data.root to its folder")
     path = Path(root).expanduser()

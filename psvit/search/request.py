@@ -8,27 +8,23 @@ from psvit.errors import ConfigError
 
 
 def check_request(cfg: DictConfig) -> float | None:
-    """Validate budget, sampler, trial count and constraints, then the cache, MLflow and Optuna stores, then
-    the enabled groups and that the budget is reachable at all (from the config and the data, nothing trained);
-    returns the budget."""
+    """Validate the numeric keys (types and ranges), budget, sampler and constraints, then the cache, MLflow and
+    Optuna stores, then the enabled groups and that the budget is reachable at all (from the config and the data,
+    nothing trained); returns the budget."""
     from psvit.allocation import check_budget_value
     from psvit.cli import check_pruning_plan
-    from psvit.preflight import check_outputs
+    from psvit.preflight import check_numbers, check_outputs
     from psvit.quant import check_bits
-    from psvit.search.fidelity import Fidelity
     from psvit.search.samplers import SEARCH_SAMPLERS, STRATEGY_SAMPLERS
     from psvit.workflow import compute_of, plan
 
+    check_numbers(cfg)  # also in every command's launcher; here for the sweep's check of each job before any runs
     budget = cfg.get("budget")
     if budget is not None:
         budget = check_budget_value(budget)
     if cfg.search.sampler not in SEARCH_SAMPLERS + STRATEGY_SAMPLERS:
         raise ConfigError(f"search.sampler must be one of {', '.join(SEARCH_SAMPLERS + STRATEGY_SAMPLERS)}, "
                           f"got {cfg.search.sampler!r}")
-    n_trials = cfg.search.n_trials
-    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
-        raise ConfigError(f"search.n_trials must be a positive integer, got {n_trials!r}")
-    Fidelity(float(cfg.search.fidelity.subset), float(cfg.search.fidelity.promote))
     bits = list(cfg.search.bits) if OmegaConf.is_list(cfg.search.bits) else None
     try:
         if not bits:
@@ -37,9 +33,6 @@ def check_request(cfg: DictConfig) -> float | None:
             check_bits(b)
     except ValueError as exc:
         raise ConfigError(f"search.bits: {exc}; got {cfg.search.bits}") from None
-    epochs = cfg.search.recovery_epochs
-    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0):
-        raise ConfigError(f"search.recovery_epochs must be null or an integer >= 0, got {epochs!r}")
     compute_of(cfg)
     plan(cfg)
     check_outputs(cfg)
