@@ -143,7 +143,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     scratch = Path(tempfile.mkdtemp(prefix="psvit-compression-"))
     for dataset in args.datasets:
         for seed in args.seeds:
-            overrides = [*DATASETS[dataset], f"seed={seed}", f"cache_dir={CACHE}", "progress=false",
+            overrides = [*DATASETS[dataset], f"seed={seed}", f"cache_dir={args.cache_dir}", "progress=false",
                          *(QUICK if args.quick else [])]
             bits_grid = f"sensitivity.bits=[{','.join(map(str, JOINT_BITS))}]"
             s = setup(compose("search", *overrides, bits_grid))
@@ -175,7 +175,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                     if tau is not None:
                         taus.append({"dataset": dataset, "seed": seed, "budget": budget, "trials": args.tau,
                                      "kendall_tau": tau})
-    return {"command": command, "commit": git_commit(), "base_settings": "quick" if args.quick else "defaults",
+    return {"command": command, "git_commit": git_commit(), "base_settings": "quick" if args.quick else "defaults",
             "runs": [asdict(r) for r in runs], "tau": taus}
 
 
@@ -239,7 +239,7 @@ def plot(blobs: list[dict[str, Any]], path: Path) -> Path:
 
 def report(blobs: list[dict[str, Any]], out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    commands = "\n".join(f"- `{b['command']}` at commit `{b['commit']}` (settings: {b['base_settings']})"
+    commands = "\n".join(f"- `{b['command']}` at commit `{b['git_commit']}` (settings: {b['base_settings']})"
                          for b in blobs)
     png = plot(blobs, out / "compression.png")
     md = out / "compression.md"
@@ -256,6 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tau", type=int, default=0, help="fine-tune this many trials of each joint search")
     parser.add_argument("--quick", action="store_true", help="tiny model, digits, one seed and budget, 8 trials")
     parser.add_argument("--report", nargs="+", type=Path, help="merge these run JSONs into markdown and a plot")
+    parser.add_argument("--cache-dir", type=Path, default=CACHE, help="base models and sensitivity tables")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "compression")
     args = parser.parse_args(argv)
     if args.report:
