@@ -64,6 +64,13 @@ CASES = {
     "seed not an integer": ("search", ["+budget=0.224", "search.seed=abc"],
                             "search.seed must be an integer in [0, inf), got 'abc'"),
     "negative epochs": ("train", ["train.epochs=-1"], "train.epochs must be an integer in [1, inf), got -1"),
+    # bit-widths
+    "bits 1": ("search", ["+budget=0.5", "search.bits=[1,4]"], "search.bits: a weight bit-width must be an integer in 2..8 or 32, got 1"),
+    "bits empty": ("search", ["+budget=0.5", "search.bits=[]"], "search.bits: it must be a non-empty list"),
+    "prune bits 16": ("prune", ["strategy=uniform", "+ratio=1", "prune.bits=16"],
+                      "prune.bits: a weight bit-width must be an integer in 2..8 or 32, got 16"),
+    "infeasible at 2 bits": ("search", ["+budget=0.99", "search.bits=[2,4]", "prune.enabled=[mlp]"],
+                             "budget 0.9900 is infeasible: pruning every enabled group (2) to its minimum under the constraints at 2 bits"),
     # data
     "no data.root": ("train", ["data=image_folder"], "set data.root"),  # mnist_idx: the shipped MNIST test set
     "missing data.root": ("train", ["data=mnist_idx", "data.root={tmp}/nope"], "{tmp}/nope: no such directory"),
