@@ -33,6 +33,9 @@ def check_request(cfg: DictConfig) -> float | None:
             check_bits(b)
     except ValueError as exc:
         raise ConfigError(f"search.bits: {exc}; got {cfg.search.bits}") from None
+    if cfg.search.sampler in STRATEGY_SAMPLERS and len(set(bits)) > 1:
+        raise ConfigError(f"search.sampler={cfg.search.sampler} evaluates its strategy at one bit-width: give "
+                          f"search.bits one value (e.g. [4]), got {list(bits)}")
     compute_of(cfg)
     plan(cfg)
     check_outputs(cfg)
