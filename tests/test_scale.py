@@ -16,6 +16,7 @@ from psvit.data import build_splits
 from psvit.errors import ConfigError
 from psvit.search.fidelity import Fidelity
 from psvit.train import Compute, evaluate, resolve_device
+from psvit.train.compute import device_name
 from psvit.train.base import get_base_model, model_config
 
 from helpers import TINY
@@ -128,7 +129,7 @@ def test_base_cache_is_keyed_by_checkpoint_content(run_cli, tmp_path: Path) -> N
     assert "base weights: the bare state_dict" in outs[0]
     assert "reused cached" in outs[1] and paths[1] == paths[0]  # same bytes under another name: same base
     assert "base weights: EMA weights ('state_dict_ema')" in outs[2] and paths[2] != paths[0]
-    assert "device: cpu" in outs[0]
+    assert f"device: {device_name(resolve_device('auto'))}," in outs[0]  # the CLI's default device: auto
 
 
 def test_fidelity_promotion_rule() -> None:
