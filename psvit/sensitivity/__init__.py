@@ -21,7 +21,8 @@ __all__ = ["SensitivitySettings", "SensitivityTable", "get_sensitivity", "recali
 
 def sensitivity_cache_path(base_path: Path, groups: Sequence[Group], constraints: PruneConstraints,
                            settings: SensitivitySettings, *, data_cfg: dict, cache_dir: str | Path) -> Path:
-    """Where the table of these inputs is cached: keyed by the base checkpoint, data, groups and settings."""
+    """Where the table of these inputs is cached: keyed by the base checkpoint (whose name holds the split policy,
+    :func:`psvit.train.base.base_cache_path`), data, groups and settings."""
     key = config_hash(base_path.name, data_cfg, [g.name for g in groups], asdict(constraints), asdict(settings))
     return Path(cache_dir).expanduser() / f"sensitivity-{key}.json"
 
@@ -45,7 +46,7 @@ def get_sensitivity(
         table = run_sensitivity(base.model, base.splits, groups, memory, constraints, settings,
                                 base_val_acc=base.val_acc, compute=compute, progress=progress)
         table.meta = {"key": path.stem.removeprefix("sensitivity-"), "base": base.path.name,
-                      "settings": asdict(settings)}
+                      "settings": asdict(settings), "split": base.splits.policy}
         with atomic_path(path) as tmp:
             table.to_json(tmp)
         return table
