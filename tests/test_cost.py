@@ -237,3 +237,22 @@ def test_measure_latency_restores_model_state() -> None:
     assert model.training and lif_states_are_reset(model)
     with pytest.raises(ConfigError, match="repeats"):
         measure_latency(model, digits(4), repeats=0)
+
+
+def test_lif_keeps_a_float32_voltage_under_bf16() -> None:
+    """spikingjelly's fused LIF kernels need a float32 voltage (else: its per-step Torch reference, the bf16
+    slowdown on a GPU). Its own LIFNode stores a bf16 voltage for bf16 input; psvit's keeps float32, with the spikes
+    of the float32 computation on the same (bf16-rounded) input."""
+    from spikingjelly.activation_based import functional, neuron
+
+    from psvit.models.lif import lif
+
+    x = (2 * torch.randn(4, 8, 64)).bfloat16()
+    theirs = neuron.LIFNode(tau=2.0, v_reset=0.0, detach_reset=True, step_mode="m")
+    theirs(x.requires_grad_())
+    assert theirs.v.dtype == torch.bfloat16
+    ours = lif()
+    spikes = ours(x)  # training path (autograd on): spikingjelly's kernels with psvit's state
+    assert ours.v.dtype == torch.float32 and spikes.dtype == torch.bfloat16
+    functional.reset_net(ours)
+    assert torch.equal(spikes.float(), ours(x.detach().float().requires_grad_()))

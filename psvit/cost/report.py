@@ -19,6 +19,7 @@ from torch import nn
 from psvit.cost.analytic import count_params, layer_macs, weight_bytes
 from psvit.cost.firing import measure_firing_rates
 from psvit.cost.latency import WARMUP, measure_latency
+from psvit.train.compiled import for_evaluation
 from psvit.train.compute import Compute, device_name
 
 #: Energy of one 32-bit float multiply-accumulate, in picojoules (45 nm).
@@ -96,7 +97,8 @@ def cost_report(model: nn.Module, images: torch.Tensor, *, latency_repeats: int 
     image, on the device the model is on.
 
     With ``compute``, the forwards run under its autocast (``compute.amp``), as evaluation and the search's
-    estimate do: the latency and the firing rates are those of the precision the command runs in."""
+    estimate do: the latency and the firing rates are those of the precision the command runs in; with
+    ``compute.compile`` the latency is the compiled model's (the firing rates are counted eagerly, by hooks)."""
     name, config = model.model_name, model.config
     macs = layer_macs(name, config)
     device = next(model.parameters()).device
@@ -104,8 +106,9 @@ def cost_report(model: nn.Module, images: torch.Tensor, *, latency_repeats: int 
     autocast = compute.autocast() if compute is not None else contextlib.nullcontext()
     with autocast:
         rates = measure_firing_rates(model, images)
-        latency = measure_latency(model, images, repeats=latency_repeats)
-        latency_batch1 = measure_latency(model, images[:1], repeats=latency_repeats)
+        timed = for_evaluation(model, compute) if compute is not None else model
+        latency = measure_latency(timed, images, repeats=latency_repeats)
+        latency_batch1 = measure_latency(timed, images[:1], repeats=latency_repeats)
     amp = compute.amp if compute is not None else None
     T = config["T"]
     spiking_macs = sum(macs[key] for key in rates)
