@@ -41,9 +41,10 @@ def for_evaluation(model: nn.Module, compute: Compute) -> nn.Module:
     if key in _compiled:  # the entry keeps the model alive, so its id is not reused
         _compiled.move_to_end(key)
         return _compiled[key]
-    limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-    torch._dynamo.config.recompile_limit = limit
-    torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit, limit)
+    config = torch._dynamo.config
+    for name in ("recompile_limit", "accumulated_recompile_limit"):
+        if hasattr(config, name):
+            setattr(config, name, max(getattr(config, name), RECOMPILE_LIMIT))
     runner = torch.compile(model, dynamic=False)
     _compiled[key] = runner
     while len(_compiled) > CACHED:
