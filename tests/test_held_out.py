@@ -6,6 +6,7 @@ a real psvit checkpoint, a real MLflow SQLite store."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -77,6 +78,7 @@ def test_pretrained_model_is_validated_and_tested_on_halves_of_val(run_cli, tmp_
     base = tmp_path / "cache" / table["base"]
     assert table["split"] == "held-out" and psvit.checkpoint.read(base)["meta"]["split"] == "held-out"
     assert base.with_name(f"{base.stem}.splits.tsv").read_text() == logged
+    assert table["split_listing"]["sha256"] == hashlib.sha256(logged.encode()).hexdigest()  # in the search's run too
 
     # the same seed gives the same halves in another process (a second worker, a later run); fine-tuning and BN
     # recalibration get all of train/

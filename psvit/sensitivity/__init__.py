@@ -12,7 +12,7 @@ from psvit.cache import atomic_path, load_or_make
 from psvit.prune import Group, PruneConstraints
 from psvit.sensitivity.analysis import SensitivitySettings, recalibrated, run_sensitivity
 from psvit.sensitivity.table import SensitivityTable
-from psvit.train.base import BaseModel, config_hash
+from psvit.train.base import BaseModel, config_hash, file_hash
 from psvit.train.compute import Compute
 
 __all__ = ["SensitivitySettings", "SensitivityTable", "get_sensitivity", "recalibrated", "run_sensitivity",
@@ -46,7 +46,8 @@ def get_sensitivity(
         table = run_sensitivity(base.model, base.splits, groups, memory, constraints, settings,
                                 base_val_acc=base.val_acc, compute=compute, progress=progress)
         table.meta = {"key": path.stem.removeprefix("sensitivity-"), "base": base.path.name,
-                      "settings": asdict(settings), "split": base.splits.policy}
+                      "settings": asdict(settings), "split": base.splits.policy,
+                      "split_listing": {"file": base.splits_file.name, "sha256": file_hash(base.splits_file)}}
         with atomic_path(path) as tmp:
             table.to_json(tmp)
         return table
