@@ -158,7 +158,7 @@ def finish(s: Setup, ratios: dict[str, float], out_dir: Path, *, desc: str = "fi
               f"epoch 0, before fine-tuning: {history[0]['val_acc']:.4f})")
         finetuned_acc = evaluate(model, s.base.splits.test, s.compute)
     model = model.eval()
-    cost = cost_report(model, sample_images(s.base.splits, s.compute))
+    cost = cost_report(model, sample_images(s.base.splits, s.compute), compute=s.compute)
     row = ResultRow(
         original_acc=s.base.test_acc, pruned_acc=pruned_acc, finetuned_acc=finetuned_acc,
         memory_saving=s.memory.saving(ratios, bits), params=cost.params, flops=cost.flops, energy_mj=cost.energy_mj,

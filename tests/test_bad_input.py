@@ -88,6 +88,8 @@ CASES = {
     "checkpoint not a model": ("train", ["model.checkpoint={tmp}/not_a_model.pt"], "no state_dict found"),
     "checkpoint wrong architecture": ("train", ["model.checkpoint={tmp}/wrong_arch.pt"],
                                       "does not fit the configured model"),
+    "checkpoint, no held-out data": ("train", ["model.checkpoint={tmp}/pretrained.pt"],
+                                     "digits: model.checkpoint was trained on images that the validation split"),
     # services and faults
     "MLflow unreachable": ("search", ["+budget=0.2", "mlflow.tracking_uri=http://127.0.0.1:9"],
                            "MLflow tracking server http://127.0.0.1:9 is unreachable"),
@@ -161,6 +163,9 @@ def write_bad_inputs(tmp: Path) -> None:
     other = psvit.create_model("spikformer", variant="cifar", img_size=16, embed_dim=16, num_heads=2, depth=1, T=2,
                                in_channels=1, num_classes=10)
     torch.save({"state_dict": other.state_dict()}, tmp / "wrong_arch.pt")
+    fits = psvit.create_model("spikformer", variant="cifar", img_size=16, embed_dim=32, num_heads=2, depth=2, T=4,
+                              in_channels=1, num_classes=10)  # the tiny default model: digits has no held-out part
+    psvit.save(fits, tmp / "pretrained.pt")
     whole = (tmp / "wrong_arch.pt").read_bytes()
     (tmp / "truncated.pt").write_bytes(whole[: len(whole) // 2])
 

@@ -26,9 +26,11 @@ from psvit.cost import (
     report_forward_images,
     weight_bytes,
 )
+from psvit.cost.latency import WARMUP
 from psvit.errors import ConfigError
 from psvit.models import create_model
 from psvit.models.lif import LIFNode
+from psvit.train import Compute
 
 IMG_SIZE = {"cifar": 16, "imagenet": 32}
 SMALL = {"variant": "cifar", "img_size": 16, "embed_dim": 64, "num_heads": 4, "mlp_ratio": 4.0, "depth": 2,
@@ -204,6 +206,22 @@ def test_cost_report_on_a_small_model() -> None:
     assert lines[-2].endswith("ms / batch of 8, cpu") and lines[-1].endswith("ms / image, cpu")
 
 
+def test_cost_report_runs_under_the_commands_autocast() -> None:
+    """``compute.amp=bf16``: every forward of the cost report (firing rates, latency) sees autocast on and
+    gets bf16 activations from its linear layers, as evaluation does; without ``compute`` it stays float32."""
+    model = firing_model(SMALL)
+    seen: list[tuple[bool, torch.dtype]] = []
+    model.head.register_forward_hook(
+        lambda _m, _args, out: seen.append((torch.is_autocast_enabled("cpu"), out.dtype)))
+    report = cost_report(model, digits(8), latency_repeats=2, compute=Compute(torch.device("cpu"), amp="bf16"))
+    assert len(seen) == 1 + 2 * (WARMUP + 2)  # the firing-rate pass, then warm-up and timed batch and image
+    assert set(seen) == {(True, torch.bfloat16)}
+    assert report.device == "cpu, bf16" and report.format().splitlines()[-1].endswith("ms / image, cpu, bf16")
+    seen.clear()
+    plain = cost_report(model, digits(8), latency_repeats=2, compute=Compute(torch.device("cpu")))
+    assert set(seen) == {(False, torch.float32)} and plain.device == "cpu"
+
+
 def test_report_forward_images_counts_what_the_cost_report_runs() -> None:
     """The search's estimate prices the cost report by this count: it is the images that reach the model."""
     model = firing_model(SMALL)
@@ -219,3 +237,22 @@ def test_measure_latency_restores_model_state() -> None:
     assert model.training and lif_states_are_reset(model)
     with pytest.raises(ConfigError, match="repeats"):
         measure_latency(model, digits(4), repeats=0)
+
+
+def test_lif_keeps_a_float32_voltage_under_bf16() -> None:
+    """spikingjelly's fused LIF kernels need a float32 voltage (else: its per-step Torch reference, the bf16
+    slowdown on a GPU). Its own LIFNode stores a bf16 voltage for bf16 input; psvit's keeps float32, with the spikes
+    of the float32 computation on the same (bf16-rounded) input."""
+    from spikingjelly.activation_based import functional, neuron
+
+    from psvit.models.lif import lif
+
+    x = (2 * torch.randn(4, 8, 64)).bfloat16()
+    theirs = neuron.LIFNode(tau=2.0, v_reset=0.0, detach_reset=True, step_mode="m")
+    theirs(x.requires_grad_())
+    assert theirs.v.dtype == torch.bfloat16
+    ours = lif()
+    spikes = ours(x)  # training path (autograd on): spikingjelly's kernels with psvit's state
+    assert ours.v.dtype == torch.float32 and spikes.dtype == torch.bfloat16
+    functional.reset_net(ours)
+    assert torch.equal(spikes.float(), ours(x.detach().float().requires_grad_()))

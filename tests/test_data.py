@@ -302,7 +302,7 @@ def test_cifar10_resized_and_normalized(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["digits", "mnist_idx", "image_folder", "cifar10"])
 def test_config_file_holds_build_splits_keys(name: str) -> None:
     cfg = OmegaConf.load(REPO / "conf" / "data" / f"{name}.yaml")
-    common = {"name", "root", "img_size", "val_fraction", "test_fraction", "seed"}
+    common = {"name", "root", "img_size", "val_fraction", "test_fraction", "seed", "allow_val_from_train"}
     assert cfg.name == name and set(cfg) == common | set(dataset_options(name))
     if name == "digits":
         assert build_splits(**cfg).describe().startswith("digits: 1079 train")

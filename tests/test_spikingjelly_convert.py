@@ -87,7 +87,8 @@ def test_cli_starts_from_a_spikingjelly_checkpoint(run_cli, tmp_path) -> None:
                       embed_dims=32, num_heads=2, depths=2)
     torch.save({"state_dict": sj.state_dict()}, tmp_path / "sj.pth")
     out = run_cli("train", "model.embed_dim=32", "model.num_heads=2", "+model.stem_pool=before_lif",
-                  f"model.checkpoint={tmp_path / 'sj.pth'}", "progress=false", tiny=False).stdout
+                  f"model.checkpoint={tmp_path / 'sj.pth'}", "data.allow_val_from_train=true", "progress=false",
+                  tiny=False).stdout
     cached = next(line.split()[-1] for line in out.splitlines() if line.startswith("base model:"))
     model = psvit.load(cached)
     assert model.config["stem_pool"] == "before_lif" and model.config["variant"] == "cifar"

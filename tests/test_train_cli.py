@@ -8,7 +8,7 @@ import torch
 
 import psvit
 from psvit.data import build_splits
-from psvit.train import evaluate, seed_everything, train_model
+from psvit.train import Compute, evaluate, seed_everything, train_model
 
 
 def test_train_cli_trains_then_reuses_the_cached_base(run_cli) -> None:
@@ -31,6 +31,7 @@ def test_bad_data_path_is_a_one_line_error(run_cli, tmp_path: Path) -> None:
 
 
 def test_training_is_deterministic_under_a_seed() -> None:
+    """Bit-identical weights on the CPU (a GPU's cuDNN kernels may sum in a different order from run to run)."""
     splits = build_splits("digits", img_size=16)
     subset = torch.utils.data.Subset(splits.train, range(128))
     weights = []
@@ -38,6 +39,7 @@ def test_training_is_deterministic_under_a_seed() -> None:
         seed_everything(3)
         model = psvit.create_model("spikformer", variant="cifar", img_size=16, embed_dim=16, num_heads=2, depth=1,
                                    T=2, in_channels=1, num_classes=10)
-        train_model(model, subset, epochs=1, batch_size=32, seed=3, progress=False)
+        train_model(model, subset, epochs=1, batch_size=32, seed=3, progress=False,
+                    compute=Compute(torch.device("cpu")))
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.equal(weights[0], weights[1])

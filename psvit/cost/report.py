@@ -10,6 +10,7 @@ every other layer are ``input firing rate * MACs * T``.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -20,7 +21,8 @@ from psvit.cost.firing import measure_firing_rates
 from psvit.cost.latency import WARMUP, measure_latency
 from psvit.prune.groups import list_groups
 from psvit.quant import quantization, stored_bytes
-from psvit.train.compute import device_name
+from psvit.train.compiled import for_evaluation
+from psvit.train.compute import Compute, device_name
 
 #: Energy of one 32-bit float multiply-accumulate, in picojoules (45 nm).
 E_MAC_PJ = 4.6
@@ -47,7 +49,7 @@ class CostReport:
     latency_ms: float  #: median forward time of the whole batch
     batch_size: int
     latency_batch1_ms: float  #: median forward time of one image
-    device: str  #: where the latencies were measured, e.g. ``cpu`` or ``cuda (NVIDIA H100 80GB HBM3)``
+    device: str  #: where and how the latencies were measured, e.g. ``cpu`` or ``cuda:0 (NVIDIA H100 80GB HBM3), bf16``
     layer_firing_rates: dict[str, float] = field(repr=False)
 
     def to_dict(self) -> dict[str, float]:
@@ -90,15 +92,26 @@ def report_forward_images(batch_size: int, latency_repeats: int = 10) -> int:
     return batch_size * (1 + forwards) + forwards
 
 
-def cost_report(model: nn.Module, images: torch.Tensor, *, latency_repeats: int = 10) -> CostReport:
+def cost_report(model: nn.Module, images: torch.Tensor, *, latency_repeats: int = 10,
+                compute: Compute | None = None) -> CostReport:
     """Analytic size and FLOPs of ``model`` (from ``model.config``), SOPs and energy from the firing rates
     measured on ``images`` (a real batch ``(B, C, H, W)``), and the median latency of that batch and of one
-    image, on the device the model is on."""
+    image, on the device the model is on.
+
+    With ``compute``, the forwards run under its autocast (``compute.amp``), as evaluation and the search's
+    estimate do: the latency and the firing rates are those of the precision the command runs in; with
+    ``compute.compile`` the latency is the compiled model's (the firing rates are counted eagerly, by hooks)."""
     name, config = model.model_name, model.config
     macs = layer_macs(name, config)
     device = next(model.parameters()).device
     images = images.to(device)
-    rates = measure_firing_rates(model, images)
+    autocast = compute.autocast() if compute is not None else contextlib.nullcontext()
+    with autocast:
+        rates = measure_firing_rates(model, images)
+        timed = for_evaluation(model, compute) if compute is not None else model
+        latency = measure_latency(timed, images, repeats=latency_repeats)
+        latency_batch1 = measure_latency(timed, images[:1], repeats=latency_repeats)
+    amp = compute.amp if compute is not None else None
     T = config["T"]
     spiking_macs = sum(macs[key] for key in rates)
     sops = sum(rate * macs[key] * T for key, rate in rates.items())
@@ -117,9 +130,9 @@ def cost_report(model: nn.Module, images: torch.Tensor, *, latency_repeats: int 
         sops=sops,
         firing_rate=sops / (T * spiking_macs),
         energy_mj=energy_mj(analog, sops),
-        latency_ms=1e3 * measure_latency(model, images, repeats=latency_repeats),
+        latency_ms=1e3 * latency,
         batch_size=images.shape[0],
-        latency_batch1_ms=1e3 * measure_latency(model, images[:1], repeats=latency_repeats),
-        device=device_name(device),
+        latency_batch1_ms=1e3 * latency_batch1,
+        device=device_name(device) + (f", {amp}" if amp else ""),
         layer_firing_rates=rates,
     )

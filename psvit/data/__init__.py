@@ -29,19 +29,25 @@ def build_splits(
     val_fraction: float = 0.2,
     test_fraction: float = 0.2,
     seed: int = 0,
+    allow_val_from_train: bool = False,
+    held_out: bool = False,
     **options: Any,
 ) -> DataSplits:
     """Load dataset ``name`` (files under ``root`` unless embedded) at ``img_size`` and split it: val and test
     take ``val_fraction`` / ``test_fraction`` of the samples per class, or, when the dataset has an official test
-    split, that is the test split and val takes ``val_fraction`` of the rest. Same ``seed``, same splits."""
-    key = json.dumps([name, str(root), img_size, val_fraction, test_fraction, seed, options], sort_keys=True,
-                     default=str)
+    split, that is the test split and val takes ``val_fraction`` of the rest. Same ``seed``, same splits.
+
+    ``held_out`` (a pretrained model): val and test are halves of the dataset's held-out part instead, and all
+    of its training part is the training split; see :mod:`psvit.data.splits` and ``allow_val_from_train``."""
+    key = json.dumps([name, str(root), img_size, val_fraction, test_fraction, seed, allow_val_from_train, held_out,
+                      options], sort_keys=True, default=str)
     if _remembered is not None and key in _remembered:
         return _remembered[key]
     check_fractions(val_fraction, test_fraction)
     data = load_dataset(name, root, img_size, options)
     splits = make_splits(
-        data, name=name, img_size=img_size, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
+        data, name=name, img_size=img_size, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+        held_out=held_out, allow_val_from_train=allow_val_from_train,
     )
     if _remembered is not None:
         _remembered[key] = splits

@@ -102,6 +102,7 @@ def main(cfg: DictConfig) -> None:
         tracking.log_metrics({**done.row.metrics(), **done.cost.to_dict()})
         tracking.log_text(done.row.markdown() + "\n", "result_row.md")
         tracking.log_artifact(done.checkpoint)
+        tracking.log_artifact(s.base.splits_file, artifact_path="data")
     print(f"MLflow run {active.info.run_id} in {cfg.mlflow.tracking_uri} (experiment {cfg.mlflow.experiment!r})")
 
 

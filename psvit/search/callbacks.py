@@ -45,16 +45,28 @@ class PrepareStores(Callback):
 
 def sweep_jobs(config: DictConfig) -> Iterator[tuple[list[str], DictConfig]]:
     """Each job of the sweep: its swept values (``+budget=0.3``) and its config, composed as Hydra's basic
-    sweeper and the launchers will compose them (the sweeper's ``params`` first, then the command line's)."""
+    sweeper and the launchers will compose them (the sweeper's ``params`` first, then the command line's).
+
+    While a job is checked, it is Hydra's current config with its job number set, as a launcher sets them, so
+    ``${hydra:job.num}`` resolves (``device: cuda:${hydra:job.num}``: one GPU per worker)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import open_dict
 
     loader = GlobalHydra.instance().config_loader()
     params = [f"{key}={value}" for key, value in (config.hydra.sweeper.get("params") or {}).items()]
     parsed = OverridesParser.create(config_loader=loader).parse_overrides(params + list(config.hydra.overrides.task))
     swept = {override.get_key_element() for override in parsed if override.is_sweep_override()}
-    for batch in BasicSweeper.split_arguments(parsed, None):
-        for overrides in batch:
+    current = HydraConfig.instance().cfg
+    try:
+        for num, overrides in enumerate(o for batch in BasicSweeper.split_arguments(parsed, None) for o in batch):
             values = [o for o in overrides if o.split("=", 1)[0] in swept]
-            yield values, loader.load_sweep_config(config, list(overrides))
+            job = loader.load_sweep_config(config, list(overrides))
+            with open_dict(job):
+                job.hydra.job.num = num
+            HydraConfig.instance().set_config(job)
+            yield values, job
+    finally:
+        HydraConfig.instance().cfg = current

@@ -161,7 +161,8 @@ class TrialObjective:
     def _cost(self, model: nn.Module, seconds: dict[str, float]) -> dict[str, float]:
         with phase(seconds, "cost"):
             images = sample_images(self.setup.base.splits, self.setup.compute)
-            return cost_report(model, images, latency_repeats=self.latency_repeats).to_dict()
+            return cost_report(model, images, latency_repeats=self.latency_repeats,
+                               compute=self.setup.compute).to_dict()
 
     def _promotes(self, trial: optuna.Trial, score: float, saving: float) -> bool:
         """Successive halving's rule against every other trial scored on the subset (finished or not)."""

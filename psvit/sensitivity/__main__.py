@@ -32,6 +32,7 @@ def main(cfg: DictConfig) -> None:
         tracking.log_metrics({"base_val_acc": table.base_val_acc, "from_cache": float(cached)})
         for f in files:
             tracking.log_artifact(f)
+        tracking.log_artifact(s.base.splits_file, artifact_path="data")
     print(f"MLflow run {active.info.run_id} in {cfg.mlflow.tracking_uri}")
 
 

@@ -24,7 +24,7 @@ def main(cfg: DictConfig) -> None:
     )
     print(compute.describe())
     print(base.describe())
-    print(cost_report(base.model, sample_images(base.splits, compute)).format())
+    print(cost_report(base.model, sample_images(base.splits, compute), compute=compute).format())
 
 
 if __name__ == "__main__":

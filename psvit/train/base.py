@@ -1,6 +1,6 @@
 """The base (unpruned) model every pruning run starts from: trained once, then cached by config hash.
 
-The cache key hashes the model, data and training configs and the seed, so the search, the sensitivity
+The cache key hashes the model, data and training configs, the seed and the split policy, so the search, the sensitivity
 analysis and the prune command never retrain an identical base. A base can also start from an official
 Spikformer checkpoint (``model.checkpoint``), in which case it is only evaluated. Processes started together
 on an empty cache train it once (:func:`psvit.cache.load_or_make`): the others wait for it and load it.
@@ -22,7 +22,7 @@ from torch import nn
 from psvit import checkpoint
 from psvit.cache import load_or_make
 from psvit.data import DataSplits, build_splits
-from psvit.errors import ConfigError
+from psvit.errors import ConfigError, DataError
 from psvit.models import create_model
 from psvit.train.compute import Compute
 from psvit.train.loop import evaluate, seed_everything, train_model
@@ -47,6 +47,11 @@ class BaseModel:
     def sha256(self) -> str:
         """A content hash of the base checkpoint file: what identifies the weights a study's trials prune."""
         return file_hash(self.path)
+
+    @property
+    def splits_file(self) -> Path:
+        """The validation and test members (:meth:`DataSplits.listing`), beside the cached checkpoint."""
+        return self.path.with_name(f"{self.path.stem}.splits.tsv")
 
     @property
     def model_name(self) -> str:
@@ -94,14 +99,27 @@ def file_hash(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def base_splits(model_cfg: dict[str, Any], data_cfg: dict[str, Any]) -> DataSplits:
+    """The data splits of the base model of these configs: with ``model.checkpoint`` (weights that saw the
+    training part) validation and test are halves of the dataset's held-out part (:mod:`psvit.data.splits`)."""
+    return build_splits(**data_cfg, held_out=bool(model_cfg.get("checkpoint")))
+
+
+def split_policy(model_cfg: dict[str, Any], splits: DataSplits) -> str:
+    """The split policy :func:`base_splits` applies to this dataset (the same whichever policy ``splits`` has)."""
+    return "held-out" if model_cfg.get("checkpoint") and splits.has_held_out_part else "from-train"
+
+
 def base_cache_path(model_cfg: dict[str, Any], data_cfg: dict[str, Any], train_cfg: dict[str, Any],
                     splits: DataSplits, *, seed: int, cache_dir: str | Path) -> Path:
-    """Where the base model of these configs is cached: keyed by the architecture, the data, the seed and either
-    the training config or (with ``model.checkpoint``) the checkpoint file's content hash and weight choice."""
+    """Where the base model of these configs is cached: keyed by the architecture, the data, the split policy,
+    the seed and either the training config or (with ``model.checkpoint``) the checkpoint file's content hash and
+    weight choice."""
     source = model_cfg.get("checkpoint")
     origin = ([file_hash(checkpoint.existing(source)), model_cfg.get("weights", "auto"),
                model_cfg.get("checkpoint_format", "auto")] if source else train_cfg)
-    key = config_hash(model_cfg.get("name", "spikformer"), model_config(model_cfg, splits), data_cfg, origin, seed)
+    key = config_hash(model_cfg.get("name", "spikformer"), model_config(model_cfg, splits), data_cfg, origin, seed,
+                      split_policy(model_cfg, splits))
     return Path(cache_dir).expanduser() / f"base-{key}.pt"
 
 
@@ -118,10 +136,13 @@ def get_base_model(
     """Load the cached base model for these configs, or train (or load official weights) and cache it.
 
     The model is returned on ``compute``'s device. With ``model.checkpoint`` the cache key holds the file's
-    content hash (not its path), and which weights were taken (EMA or not) is printed.
+    content hash (not its path), and which weights were taken (EMA or not) is printed; validation and test then
+    come from the dataset's held-out part, and a dataset without one is refused (after the weights are read, so a
+    bad checkpoint is reported as such) unless ``data.allow_val_from_train``. The validation and test members are
+    written beside the cached model (:attr:`BaseModel.splits_file`).
     """
     compute = compute or Compute()
-    splits = build_splits(**data_cfg)
+    splits = base_splits(model_cfg, data_cfg)
     arch = model_config(model_cfg, splits)
     source = model_cfg.get("checkpoint")
     weights = model_cfg.get("weights", "auto")
@@ -131,7 +152,10 @@ def get_base_model(
     def load(path: Path) -> BaseModel:
         meta = checkpoint.read(path)["meta"]
         model = checkpoint.load(path, device=compute.device)
-        return BaseModel(model, splits, path, meta["val_acc"], meta["test_acc"], True, meta["train_seconds"])
+        base = BaseModel(model, splits, path, meta["val_acc"], meta["test_acc"], True, meta["train_seconds"])
+        if not base.splits_file.is_file():  # a cache entry from before the listings
+            splits.write_listing(base.splits_file)
+        return base
 
     def make() -> BaseModel:
         seed_everything(seed)
@@ -142,15 +166,20 @@ def get_base_model(
                 model, source, weights=weights, trust_pickle=bool(model_cfg.get("trust_pickle", False)),
                 checkpoint_format=model_cfg.get("checkpoint_format", "auto"))
             print(f"base weights: {taken} of {source}")
+            if splits.leak:
+                raise DataError(splits.leak)
         else:
             train_model(model, splits.train, seed=seed, compute=compute, progress=progress, desc="train base",
                         **train_cfg)
         train_seconds = 0.0 if source else time.perf_counter() - start
         val_acc = evaluate(model, splits.val, compute)
         test_acc = evaluate(model, splits.test, compute)
-        meta = {"val_acc": val_acc, "test_acc": test_acc, "train_seconds": train_seconds, "key": key}
+        meta = {"val_acc": val_acc, "test_acc": test_acc, "train_seconds": train_seconds, "key": key,
+                "split": splits.policy}
+        base = BaseModel(model.eval(), splits, path, val_acc, test_acc, False, train_seconds)
+        splits.write_listing(base.splits_file)
         checkpoint.save(model, path, meta=meta)
-        return BaseModel(model.eval(), splits, path, val_acc, test_acc, False, train_seconds)
+        return base
 
     return load_or_make(path, load, make, "base model")[0]
 

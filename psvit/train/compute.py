@@ -64,7 +64,8 @@ def device_name(device: torch.device) -> str:
 
 @dataclass(frozen=True)
 class Compute:
-    """The device, the autocast precision (``amp``: None, ``"bf16"`` or ``"fp16"``) and the loader settings.
+    """The device, the autocast precision (``amp``: None, ``"bf16"`` or ``"fp16"``), ``torch.compile`` for
+    evaluation (``compile``, :mod:`psvit.train.compiled`) and the loader settings.
 
     ``num_workers=None`` picks 0 for in-memory datasets and up to :data:`MAX_AUTO_WORKERS` for lazily decoded
     ones (image folders). ``pin_memory`` only takes effect when the device is CUDA.
@@ -75,10 +76,13 @@ class Compute:
     eval_batch_size: int = 256
     num_workers: int | None = None
     pin_memory: bool = True
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.amp not in (None, *AMP_DTYPES):
             raise ConfigError(f"compute.amp must be null, bf16 or fp16, got {self.amp!r}")
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"compute.compile must be true or false, got {self.compile!r}")
         if isinstance(self.eval_batch_size, bool) or not isinstance(self.eval_batch_size, int) \
                 or self.eval_batch_size < 1:
             raise ConfigError(f"compute.eval_batch_size must be a positive integer, got {self.eval_batch_size!r}")
@@ -88,7 +92,7 @@ class Compute:
     @classmethod
     def from_options(cls, device: str, options: dict[str, Any]) -> Compute:
         """From the ``device`` option and the ``compute`` config group (a plain dict)."""
-        unknown = sorted(set(options) - {"amp", "eval_batch_size", "num_workers", "pin_memory"})
+        unknown = sorted(set(options) - {"amp", "eval_batch_size", "num_workers", "pin_memory", "compile"})
         if unknown:
             raise ConfigError(f"unknown compute option(s): {', '.join(unknown)}")
         return cls(resolve_device(device), **options)
@@ -123,5 +127,6 @@ class Compute:
             yield (images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True))
 
     def describe(self) -> str:
-        """One line: the device (with the GPU's name), the precision and the LIF neuron backend."""
-        return f"device: {device_name(self.device)}, precision: {self.amp or 'float32'}, LIF: {lif_backend(self.device)}"
+        """One line: the device (with the GPU's name), the precision, the LIF neuron backend and compilation."""
+        return (f"device: {device_name(self.device)}, precision: {self.amp or 'float32'}, "
+                f"LIF: {lif_backend(self.device)}" + (", evaluation compiled (torch.compile)" if self.compile else ""))

@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from psvit.train.compiled import for_evaluation
 from psvit.train.compute import Compute
 
 
@@ -38,14 +39,16 @@ def predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 
 def evaluate(model: nn.Module, dataset: Dataset, compute: Compute | None = None) -> float:
-    """Top-1 accuracy of ``model`` on ``dataset`` (eval mode, on ``compute``'s device and precision), in [0, 1]."""
+    """Top-1 accuracy of ``model`` on ``dataset`` (eval mode, on ``compute``'s device and precision, compiled with
+    ``compute.compile``), in [0, 1]."""
     compute = compute or Compute()
     model.to(compute.device).eval()
+    runner = for_evaluation(model, compute)
     correct = torch.zeros((), dtype=torch.long, device=compute.device)
     total = 0
     with compute.autocast():
         for images, labels in compute.to_device(compute.loader(dataset, compute.eval_batch_size)):
-            correct += (predict(model, images).argmax(1) == labels).sum()
+            correct += (predict(runner, images).argmax(1) == labels).sum()
             total += len(labels)
     return correct.item() / max(total, 1)
 
