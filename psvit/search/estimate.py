@@ -23,13 +23,12 @@ from torch import nn
 from psvit.allocation import select_groups
 from psvit.cli import config_sections
 from psvit.cost import report_forward_images
-from psvit.data import build_splits
 from psvit.models import create_model
 from psvit.prune import PruneConstraints, list_groups
 from psvit.search.request import bit_choices, recovery_epochs
 from psvit.search.samplers import STRATEGY_SAMPLERS
 from psvit.sensitivity import sensitivity_cache_path
-from psvit.train.base import base_cache_path, model_config, sample_size
+from psvit.train.base import base_cache_path, base_splits, model_config, sample_size
 from psvit.train.compute import Compute, device_name
 from psvit.workflow import compute_of, plan, sensitivity_settings
 
@@ -93,7 +92,7 @@ def estimate_search(cfg: DictConfig) -> Estimate:
     """The estimated wall time of ``python -m psvit.search`` with ``cfg`` on its device (see the module doc)."""
     compute = compute_of(cfg)
     model_cfg, data_cfg, train_cfg, finetune_cfg = config_sections(cfg, "model", "data", "train", "finetune")
-    splits = build_splits(**data_cfg)
+    splits = base_splits(model_cfg, data_cfg)  # a pretrained model's splits: held-out validation and test
     model = create_model(model_cfg.get("name", "spikformer"), **model_config(model_cfg, splits)).to(compute.device)
     n = min(len(splits.train), MAX_TIMED_BATCH, compute.eval_batch_size)
     images = torch.stack([splits.train[i][0] for i in range(n)]).to(compute.device)

@@ -76,6 +76,7 @@ class SearchSession:
             tracking.log_metrics({"base_val_acc": s.base.val_acc, "base_test_acc": s.base.test_acc,
                                   "base_weight_bytes": s.memory.base_bytes}, run_id=parent_id)
             tracking.set_tags({f"psvit.{BASE_ATTR}": s.base.sha256}, run_id=parent_id)
+            tracking.log_artifact(s.base.splits_file, run_id=parent_id, artifact_path="data")
             out = Path(cfg.cache_dir).expanduser() / f"sensitivity-artifacts-{name}"
             for f in write_sensitivity(table, out):
                 tracking.log_artifact(f, run_id=parent_id, artifact_path="sensitivity")
