@@ -11,8 +11,7 @@ from typing import Any
 
 import numpy as np
 
-#: Bit-widths at or above this are float32: no drop.
-FLOAT_BITS = 32
+from psvit.quant.quantizer import FLOAT_BITS
 
 
 @dataclass
