@@ -71,7 +71,8 @@ def write_pt2(graph: nn.Module, path: str | os.PathLike, example: torch.Tensor) 
     example = _batch_of_two(example)
     try:
         with _quiet():
-            program = torch.export.export(graph, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+            # Dim.DYNAMIC: a named Dim trips on a guard torch cannot prove for every batch size (pruned SDT stems)
+            program = torch.export.export(graph, (example,), dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
     except Exception as exc:  # noqa: BLE001
         raise ExportError(f"torch.export failed ({type(exc).__name__}: {_first_line(exc)})") from None
     with _atomic(path) as tmp:

@@ -3,6 +3,7 @@ at batch 1 and batch N, on the same CPU threads, median of timed forwards after 
 
 from __future__ import annotations
 
+import copy
 import os
 import statistics
 import timeit
@@ -63,7 +64,8 @@ def latency_table(model: nn.Module, graph: nn.Module, onnx_path: str | os.PathLi
     """Time psvit's ``model`` (torch eager), ``torch.compile(graph)`` (with ``compiled``) and the ONNX file (if
     any) on the first ``b`` of ``images`` for each ``b`` in ``batches``, on CPU."""
     table = LatencyTable(threads=torch.get_num_threads())
-    model = model.cpu()
+    if next(model.parameters()).device.type != "cpu":
+        model = copy.deepcopy(model).cpu()
     fast = torch.compile(graph) if compiled else None
     for b in batches:
         batch = _batch(images, b)

@@ -7,7 +7,9 @@ loading it needs psvit and MLflow (its pip requirements), and no pickle.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from psvit.tracking import import_mlflow
 MODEL_NAME = "model"
 #: How many input images the model's input example holds.
 EXAMPLE_IMAGES = 2
+PROGRESS_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,20 @@ class LoggedModel:
     @property
     def registry_uri(self) -> str | None:
         return f"models:/{self.registered_name}/{self.version}" if self.registered_name else None
+
+
+@contextlib.contextmanager
+def no_progress_bars() -> Iterator[None]:
+    """MLflow's artifact download bars, which it shows while it validates a model's input example."""
+    old = os.environ.get(PROGRESS_ENV)
+    os.environ[PROGRESS_ENV] = "false"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(PROGRESS_ENV, None)
+        else:
+            os.environ[PROGRESS_ENV] = old
 
 
 def signature(shape: tuple[int, int, int], num_classes: int):
@@ -66,17 +83,19 @@ def log_model(checkpoint: str | os.PathLike, images: np.ndarray, *, onnx: str | 
     shape = (int(cfg["in_channels"]), int(cfg["img_size"]), int(cfg["img_size"]))
     artifacts = {CHECKPOINT: str(checkpoint), **({ONNX: str(onnx)} if onnx is not None else {})}
     code = Path(__file__).with_name("model_code.py")
-    info = mlflow.pyfunc.log_model(
-        name=MODEL_NAME, python_model=str(code), artifacts=artifacts,
-        signature=signature(shape, int(cfg["num_classes"])),
-        input_example=np.ascontiguousarray(images[:EXAMPLE_IMAGES], dtype=np.float32),
-        pip_requirements=pip_requirements(), metadata={"psvit": {"model": model.model_name, **(metadata or {})}},
-        params={k: str(v) for k, v in (params or {}).items()} or None,
-        tags={k: str(v) for k, v in (tags or {}).items()} or None)
+    with no_progress_bars():
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_NAME, python_model=str(code), artifacts=artifacts,
+            signature=signature(shape, int(cfg["num_classes"])),
+            input_example=np.ascontiguousarray(images[:EXAMPLE_IMAGES], dtype=np.float32),
+            pip_requirements=pip_requirements(), metadata={"psvit": {"model": model.model_name, **(metadata or {})}},
+            params={k: str(v) for k, v in (params or {}).items()} or None,
+            tags={k: str(v) for k, v in (tags or {}).items()} or None)
     return LoggedModel(info.model_uri, info.model_id)
 
 
 def register(logged: LoggedModel, name: str, tags: dict[str, Any]) -> LoggedModel:
     """Register ``logged`` as a new version of registered model ``name``, its version tagged with ``tags``."""
-    version = import_mlflow().register_model(logged.model_uri, name, tags={k: str(v) for k, v in tags.items()})
+    with no_progress_bars():
+        version = import_mlflow().register_model(logged.model_uri, name, tags={k: str(v) for k, v in tags.items()})
     return LoggedModel(logged.model_uri, logged.model_id, name, int(version.version))

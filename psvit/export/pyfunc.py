@@ -22,14 +22,14 @@ CHECKPOINT, ONNX = "checkpoint", "onnx"
 class PsvitModel(PythonModel):
     """Loads ``artifacts["checkpoint"]`` with :func:`psvit.load`; ``predict`` runs psvit's own forward."""
 
-    def load_context(self, context: Any) -> None:
+    def load_context(self, context) -> None:
         import psvit
 
         self.model = psvit.load(context.artifacts[CHECKPOINT])
         cfg = self.model.config
         self.shape = (int(cfg["in_channels"]), int(cfg["img_size"]), int(cfg["img_size"]))
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
+    def predict(self, context, model_input, params=None):  # no type hints: MLflow would read them as a schema
         import torch
 
         from psvit.train import predict

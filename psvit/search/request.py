@@ -28,6 +28,13 @@ def check_request(cfg: DictConfig) -> float | None:
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
         raise ConfigError(f"search.n_trials must be a positive integer, got {n_trials!r}")
     Fidelity(float(cfg.search.fidelity.subset), float(cfg.search.fidelity.promote))
+    name = cfg.search.get("register_model")
+    if name is not None:
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"search.register_model must be null or a model name, got {name!r}")
+        if not (cfg.search.finalize and cfg.search.export):
+            raise ConfigError("search.register_model needs search.finalize=true and search.export=true (it registers "
+                              "the chosen model's MLflow Model)")
     compute_of(cfg)
     plan(cfg)
     check_outputs(cfg)
