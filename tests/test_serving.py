@@ -24,13 +24,13 @@ import pytest
 import torch
 
 import psvit
-from helpers import TINY_BY_COMMAND
+from helpers import TINY
 from psvit.data import build_splits
 from psvit.train import predict
 
 NAME = "psvit-served"
 SEARCH = ["+budget=0.3", "search.n_trials=3", "search.latency_repeats=1", "search.n_startup_trials=2",
-          f"search.register_model={NAME}"]
+          "search.export=true", f"search.register_model={NAME}"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def searched(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Searc
     """``python -m psvit.search +budget=0.3 search.register_model=psvit-served`` (tiny), run once for the file."""
     folder = tmp_path_factory.mktemp("served")
     env = {**os.environ, "PSVIT_CACHE_DIR": str(cache_dir), "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-m", "psvit.search", *TINY_BY_COMMAND["search"], *SEARCH]
+    args = [sys.executable, "-m", "psvit.search", *TINY, *SEARCH]
     run = subprocess.run(args, cwd=folder, env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, f"{run.stdout}\n{run.stderr}"
     checkpoint = Path(re.search(r"^pruned checkpoint: (.+)$", run.stdout, re.MULTILINE)[1])
@@ -208,3 +208,15 @@ def test_mlflow_models_serve_answers_good_and_bad_requests(searched: Searched, t
             assert json.loads(body)["message"], (what, body)
         status, body = post(f"{url}/invocations", json.dumps({"inputs": images[:1].tolist()}).encode())
         assert status == 200 and np.array(json.loads(body)["predictions"]).shape == (1, 10)  # still serving
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["search.export=false", f"search.register_model={NAME}"], "search.register_model needs search.finalize=true and "
+                                                              "search.export=true"),
+    (["search.register_model=''"], "search.register_model must be null or a model name"),
+])
+def test_register_model_needs_an_export(overrides: list[str], message: str, tmp_path: Path) -> None:
+    run = subprocess.run([sys.executable, "-m", "psvit.search", "+budget=0.3", *overrides], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and run.stderr.startswith(f"error: {message}"), run.stderr
+    assert not list(tmp_path.iterdir())  # nothing written

@@ -37,12 +37,13 @@ class Exported:
 
 
 def verify(path: str | os.PathLike, fmt: str, model: nn.Module, images: torch.Tensor, *, fold_bn: bool = True,
-           tol: Tolerance | None = None, strict: bool = True) -> Parity:
+           tol: Tolerance | None = None, strict: bool = True, graph: nn.Module | None = None) -> Parity:
     """Run the exported file at ``path`` on ``images`` and compare it with psvit's ``model`` and with the graph
-    it should hold (:func:`psvit.export.exportable` of ``model``); with ``strict``, a one-line
-    :class:`~psvit.export.ExportError` when it is off tolerance."""
+    it should hold (``graph``, by default :func:`psvit.export.exportable` of ``model``); with ``strict``, a
+    one-line :class:`~psvit.export.ExportError` when it is off tolerance."""
     runtime, run = runner_for(path, fmt)
-    parity = compare(run, runtime, exportable(model, fold_bn=fold_bn), model, images)
+    parity = compare(run, runtime, graph if graph is not None else exportable(model, fold_bn=fold_bn), model,
+                     images)
     return check(parity, tol or Tolerance(), path) if strict else parity
 
 
@@ -57,7 +58,7 @@ def export_model(model: nn.Module, path: str | os.PathLike, images: torch.Tensor
     tol = tol or Tolerance()
     graph = exportable(model, fold_bn=fold_bn)
     written = write_file(graph, path, images, fmt)
-    parity = verify(written.path, fmt, model, images, fold_bn=fold_bn, tol=tol, strict=strict)
+    parity = verify(written.path, fmt, model, images, tol=tol, strict=strict, graph=graph)
     latency = None
     if latency_batches:
         latency = latency_table(model, graph, written.path if fmt == "onnx" else None, images,
