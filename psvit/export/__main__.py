@@ -54,7 +54,7 @@ def main(cfg: DictConfig) -> None:
     tol = Tolerance(cfg.parity.max_abs_logit, cfg.parity.min_top1_graph, cfg.parity.min_top1_model)
     done = export_model(source.model, output_path(cfg), images, fmt=cfg.format, fold_bn=cfg.fold_bn, tol=tol,
                         latency_batches=tuple(dict.fromkeys(batches)), repeats=cfg.latency.repeats,
-                        compiled=cfg.latency.compile)
+                        compiled=cfg.latency.compile, progress=cfg.progress)
     print(done.format())
 
 

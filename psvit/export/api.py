@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from psvit.export.files import Written, write_file
 from psvit.export.graph import exportable
@@ -49,20 +50,27 @@ def verify(path: str | os.PathLike, fmt: str, model: nn.Module, images: torch.Te
 
 def export_model(model: nn.Module, path: str | os.PathLike, images: torch.Tensor, *, fmt: str = "onnx",
                  fold_bn: bool = True, tol: Tolerance | None = None, latency_batches: tuple[int, ...] = (),
-                 repeats: int = 10, compiled: bool = False, strict: bool = True) -> Exported:
+                 repeats: int = 10, compiled: bool = False, strict: bool = True, progress: bool = False) -> Exported:
     """Export psvit ``model`` to ``path`` (``fmt``: ``onnx`` or ``pt2``), check parity on ``images`` (real,
     preprocessed inputs) and, for each of ``latency_batches``, time it beside torch eager (and compiled).
 
     Off-tolerance parity is a one-line :class:`~psvit.export.ExportError` (the file stays written); with
-    ``strict=False`` it is returned in ``failures`` instead."""
+    ``strict=False`` it is returned in ``failures`` instead. ``progress`` shows a bar over the three steps."""
     tol = tol or Tolerance()
-    graph = exportable(model, fold_bn=fold_bn)
-    written = write_file(graph, path, images, fmt)
-    parity = verify(written.path, fmt, model, images, tol=tol, strict=strict, graph=graph)
-    latency = None
-    if latency_batches:
-        latency = latency_table(model, graph, written.path if fmt == "onnx" else None, images,
-                                tuple(latency_batches), repeats=repeats, compiled=compiled)
+    steps = tqdm(total=3 if latency_batches else 2, desc=f"export {fmt}", unit="step", disable=not progress or None)
+    with steps:
+        graph = exportable(model, fold_bn=fold_bn)
+        written = write_file(graph, path, images, fmt)
+        steps.update()
+        steps.set_description(f"parity on {len(images)} images")
+        parity = verify(written.path, fmt, model, images, tol=tol, strict=strict, graph=graph)
+        steps.update()
+        latency = None
+        if latency_batches:
+            steps.set_description(f"latency at batch {', '.join(map(str, latency_batches))}")
+            latency = latency_table(model, graph, written.path if fmt == "onnx" else None, images,
+                                    tuple(latency_batches), repeats=repeats, compiled=compiled)
+            steps.update()
     return Exported(written, parity, latency, tuple(parity.failures(tol)))
 
 

@@ -45,7 +45,7 @@ def publish(session: SearchSession, done: Finished, trial: FrozenTrial, out_dir:
     onnx = None
     try:
         exported = export_onnx(done.model, out_dir / "pruned.onnx", images, latency_batches=LATENCY_BATCHES,
-                               repeats=cfg.search.latency_repeats, strict=False)
+                               repeats=cfg.search.latency_repeats, strict=False, progress=cfg.progress)
     except ExportError as exc:
         lines.append(f"export failed (the search goes on): {exc}")
         tracking.set_tags({EXPORT_TAG: f"failed: {exc}"}, run_id=pid)
