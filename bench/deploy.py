@@ -108,7 +108,7 @@ def main() -> None:
         if "large" in args.parts:
             blob["parts"]["large"] = part_large(tuple(args.large_batches), args.large_repeats, Path(tmp))
     args.out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{'-'.join(args.parts)}"  # two runs may end in the same second
     (args.out / f"run-{stamp}.json").write_text(json.dumps(blob, indent=1, default=str))
     (args.out / f"deploy-{stamp}.md").write_text(markdown(blob))
     print(f"wrote {args.out / f'run-{stamp}.json'} and {args.out / f'deploy-{stamp}.md'}")
