@@ -164,6 +164,7 @@ def finish(s: Setup, ratios: dict[str, float], out_dir: Path, *, desc: str = "fi
         memory_saving=s.memory.saving(ratios, bits), params=cost.params, flops=cost.flops, energy_mj=cost.energy_mj,
     )
     meta = {"ratios": ratios, "bits": dict(bits or {}), "base": s.base.path.name,
-            "test_acc": finetuned_acc if finetuned_acc is not None else pruned_acc, "row": row.metrics()}
+            "test_acc": finetuned_acc if finetuned_acc is not None else pruned_acc, "row": row.metrics(),
+            "data": {**s.data_cfg, "in_channels": s.base.splits.in_channels}}
     path = checkpoint.save(model, out_dir / "pruned.pt", meta=meta)
     return Finished(model, ratios, row, cost, path, dict(bits or {}), history)

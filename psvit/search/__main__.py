@@ -68,6 +68,10 @@ def run_and_print(cfg: DictConfig, session: SearchSession) -> None:
         print(done.row.markdown())
         print(done.cost.format())
         print(f"pruned checkpoint: {done.checkpoint}")
+        if cfg.search.export:
+            from psvit.search.publish import publish
+
+            print("\n".join(publish(session, done, trial, Path(HydraConfig.get().runtime.output_dir))))
     experiment_id, uri = tracking.experiment_of(session.parent_run_id), cfg.mlflow.tracking_uri
     print(f"MLflow: parent run {session.parent_run_id} in experiment {cfg.mlflow.experiment!r} at {uri}; in its UI")
     print(f"  the front's runs:  {tracking.ui_address(uri, front_runs_page(experiment_id, session.study_name))}")

@@ -36,6 +36,13 @@ def check_request(cfg: DictConfig) -> float | None:
     if cfg.search.sampler in STRATEGY_SAMPLERS and len(set(bits)) > 1:
         raise ConfigError(f"search.sampler={cfg.search.sampler} evaluates its strategy at one bit-width: give "
                           f"search.bits one value (e.g. [4]), got {list(bits)}")
+    name = cfg.search.get("register_model")
+    if name is not None:
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"search.register_model must be null or a model name, got {name!r}")
+        if not (cfg.search.finalize and cfg.search.export):
+            raise ConfigError("search.register_model needs search.finalize=true and search.export=true (it registers "
+                              "the chosen model's MLflow Model)")
     compute_of(cfg)
     plan(cfg)
     check_outputs(cfg)
