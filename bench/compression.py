@@ -140,6 +140,7 @@ def search(overrides: list[str], dataset: str, seed: int, budget: float, method:
 def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     runs: list[Run] = []
     taus: list[dict[str, Any]] = []
+    bases: list[dict[str, Any]] = []
     scratch = Path(tempfile.mkdtemp(prefix="psvit-compression-"))
     for dataset in args.datasets:
         for seed in args.seeds:
@@ -147,6 +148,8 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                          *(QUICK if args.quick else [])]
             bits_grid = f"sensitivity.bits=[{','.join(map(str, JOINT_BITS))}]"
             s = setup(compose("search", *overrides, bits_grid))
+            bases.append({"dataset": dataset, "seed": seed, "test_acc": s.base.test_acc, "val_acc": s.base.val_acc,
+                          "file_bytes": s.base.path.stat().st_size, "checkpoint": s.base.path.name})
             table, _ = sensitivity(s)
             here = scratch / f"{dataset}-{seed}"
             for b in UNIFORM_BITS:
@@ -176,7 +179,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                         taus.append({"dataset": dataset, "seed": seed, "budget": budget, "trials": args.tau,
                                      "kendall_tau": tau})
     return {"command": command, "git_commit": git_commit(), "base_settings": "quick" if args.quick else "defaults",
-            "runs": [asdict(r) for r in runs], "tau": taus}
+            "bases": bases, "runs": [asdict(r) for r in runs], "tau": taus}
 
 
 def fronts(runs: list[Run]) -> dict[tuple[str, int, str], list[tuple[float, float]]]:
@@ -190,7 +193,11 @@ def fronts(runs: list[Run]) -> dict[tuple[str, int, str], list[tuple[float, floa
 
 def summary(blobs: list[dict[str, Any]]) -> str:
     runs = [Run(**r) for b in blobs for r in b["runs"]]
-    lines = ["| dataset | seed | method | budget | saving | test before | test after | val before | val after | "
+    bases = [x for b in blobs for x in b.get("bases", [])]
+    lines = ["| dataset | seed | base test acc | base val acc | base checkpoint bytes |", "|---|---|---|---|---|"]
+    lines += [f"| {x['dataset']} | {x['seed']} | {100 * x['test_acc']:.2f}% | {100 * x['val_acc']:.2f}% | "
+              f"{x['file_bytes']:,} |" for x in bases]
+    lines += ["", "| dataset | seed | method | budget | saving | test before | test after | val before | val after | "
              "file bytes | wall s | bits |", "|" + "---|" * 12]
     for r in runs:
         bits = ", ".join(f"{b}" for b in sorted(set(r.bits.values()))) or "32"
