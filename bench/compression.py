@@ -194,10 +194,12 @@ def fronts(runs: list[Run]) -> dict[tuple[str, int, str], list[tuple[float, floa
 def summary(blobs: list[dict[str, Any]]) -> str:
     runs = [Run(**r) for b in blobs for r in b["runs"]]
     bases = [x for b in blobs for x in b.get("bases", [])]
-    lines = ["| dataset | seed | base test acc | base val acc | base checkpoint bytes |", "|---|---|---|---|---|"]
-    lines += [f"| {x['dataset']} | {x['seed']} | {100 * x['test_acc']:.2f}% | {100 * x['val_acc']:.2f}% | "
-              f"{x['file_bytes']:,} |" for x in bases]
-    lines += ["", "| dataset | seed | method | budget | saving | test before | test after | val before | val after | "
+    lines = []
+    if bases:
+        lines += ["| dataset | seed | base test acc | base val acc | base checkpoint bytes |", "|---|---|---|---|---|"]
+        lines += [f"| {x['dataset']} | {x['seed']} | {100 * x['test_acc']:.2f}% | {100 * x['val_acc']:.2f}% | "
+                  f"{x['file_bytes']:,} |" for x in bases] + [""]
+    lines += ["| dataset | seed | method | budget | saving | test before | test after | val before | val after | "
              "file bytes | wall s | bits |", "|" + "---|" * 12]
     for r in runs:
         bits = ", ".join(f"{b}" for b in sorted(set(r.bits.values()))) or "32"
