@@ -55,13 +55,14 @@ def pack_model(model: nn.Module) -> dict[str, Any]:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     floats = [state[k].float().flatten() for k in _kept(state, _folded_keys(layers))]
     codes: dict[int, list[torch.Tensor]] = {}
+    modules = dict(model.named_modules())
     for q in layers:
         weight = state[f"{q.name}.weight"]
         q_codes, scale = quantize(weight, bits[q.name])
         bias = state.get(f"{q.name}.bias")
         shift = bias.float() if bias is not None else None
         if q.bn:
-            eps = dict(model.named_modules())[q.bn].eps
+            eps = modules[q.bn].eps
             a = state[f"{q.bn}.weight"].float() / torch.sqrt(state[f"{q.bn}.running_var"].float() + eps)
             shift = state[f"{q.bn}.bias"].float() - a * state[f"{q.bn}.running_mean"].float() + a * (
                 shift if shift is not None else 0.0)
