@@ -47,6 +47,7 @@ from psvit.workflow import Setup, finish, sensitivity, setup
 
 JOINT_BITS = (2, 3, 4, 8)
 UNIFORM_BITS = (8, 4, 3, 2)
+METHODS = ("pruning", *(f"uniform{b}" for b in UNIFORM_BITS), "greedy_bits", "joint")
 #: ``--quick``: a tiny Spikformer on digits, one seed, one budget, 8 trials, 1-epoch recovery.
 QUICK = ["model.embed_dim=32", "model.num_heads=2", "train.epochs=8", "sensitivity.grid=[0.75,0.5,0.25]",
          "finetune.epochs=1"]
@@ -153,20 +154,25 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
             table, _ = sensitivity(s)
             here = scratch / f"{dataset}-{seed}"
             for b in UNIFORM_BITS:
+                if f"uniform{b}" not in args.methods:
+                    continue
                 start = time.perf_counter()
                 runs.append(finished(s, dataset, seed, None, f"uniform{b}", {}, {g.name: b for g in s.groups},
                                      here / f"uniform{b}", time.perf_counter() - start))
                 print(json.dumps(asdict(runs[-1])), flush=True)
             for budget in args.budgets:
-                start = time.perf_counter()
-                try:
-                    bits = greedy_bits(s, table, budget, JOINT_BITS)
-                    runs.append(finished(s, dataset, seed, budget, "greedy_bits", {}, bits,
-                                         here / f"greedy-{budget}", time.perf_counter() - start))
-                    print(json.dumps(asdict(runs[-1])), flush=True)
-                except InfeasibleBudget as err:
-                    print(f"greedy_bits at {budget}: {err}", flush=True)
+                if "greedy_bits" in args.methods:
+                    start = time.perf_counter()
+                    try:
+                        bits = greedy_bits(s, table, budget, JOINT_BITS)
+                        runs.append(finished(s, dataset, seed, budget, "greedy_bits", {}, bits,
+                                             here / f"greedy-{budget}", time.perf_counter() - start))
+                        print(json.dumps(asdict(runs[-1])), flush=True)
+                    except InfeasibleBudget as err:
+                        print(f"greedy_bits at {budget}: {err}", flush=True)
                 for method, grid in (("pruning", (32,)), ("joint", JOINT_BITS)):
+                    if method not in args.methods:
+                        continue
                     try:
                         result, tau = search(overrides, dataset, seed, budget, method, grid, args.trials,
                                              here, args.tau if method == "joint" else 0)
@@ -262,6 +268,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--budgets", nargs="+", type=float, default=[0.9])
     parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
+                        help="run only these methods (default: all)")
     parser.add_argument("--tau", type=int, default=0, help="fine-tune this many trials of each joint search")
     parser.add_argument("--quick", action="store_true", help="tiny model, digits, one seed and budget, 8 trials")
     parser.add_argument("--report", nargs="+", type=Path, help="merge these run JSONs into markdown and a plot")
