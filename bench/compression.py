@@ -37,7 +37,7 @@ from typing import Any
 from methodology import CACHE, DATASETS, ROOT, compose
 from search_quality import git_commit, hypervolume, kendall_tau
 
-from psvit.allocation import InfeasibleBudget
+from psvit.budget import InfeasibleBudget
 from psvit.quant.packing import container_bits
 from psvit.search.session import SearchSession
 from psvit.search.space import trial_bits, trial_ratios

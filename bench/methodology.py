@@ -5,7 +5,7 @@
 
 For each (dataset, seed) the base model is trained (or taken from ``.psvit-cache/``) with ``seed`` driving its
 initialisation and batch order (the data split stays ``data.seed=0``), its sensitivity table is computed once,
-and every (strategy, budget) is allocated with :func:`psvit.prune.__main__.allocate` and finished (pruned,
+and every (strategy, budget) is allocated with :func:`psvit.workflow.allocate` and finished (pruned,
 BN-recalibrated, fine-tuned, tested) with :func:`psvit.workflow.finish`, exactly as ``python -m psvit.prune``
 does (no MLflow). When largest_first cannot reach a budget at its tolerance, the failure is recorded and it is
 run again at ``--relaxed-tolerance``. The markdown (aggregated mean ± std over seeds, then every run) is
@@ -21,11 +21,12 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from psvit.allocation import InfeasibleBudget, predicted_total_drop
+from psvit.allocation import predicted_total_drop
+from psvit.budget import InfeasibleBudget
 from psvit.data import MNIST_T10K
-from psvit.prune.__main__ import allocate, check_request
+from psvit.allocation import check_strategy
 from psvit.report import ResultRow
-from psvit.workflow import Setup, finish, sensitivity, setup
+from psvit.workflow import Setup, allocate, finish, sensitivity, setup
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".psvit-cache"
@@ -68,11 +69,11 @@ def run_one(s: Setup, base_overrides: list[str], strategy: str, budget: float, t
     start = time.perf_counter()
     extra = [] if tolerance is None else [f"strategy.tolerance={tolerance}"]
     cfg = compose("prune", *base_overrides, f"strategy={strategy}", f"+budget={budget}", *extra)
-    check_request(cfg)
+    check_strategy(strategy, budget, None)
     label = strategy if tolerance is None else f"{strategy} (tol {tolerance:g})"
     run_s = replace(s, cfg=cfg)
     try:
-        ratios, note = allocate(run_s, cfg)
+        ratios, note = allocate(run_s)
     except InfeasibleBudget as err:
         return Run(dataset, seed, label, budget, None, None, {}, f"infeasible: {err}", time.perf_counter() - start)
     table, _ = sensitivity(run_s)

@@ -39,12 +39,12 @@ from typing import Any
 
 from methodology import CACHE, DATASETS, ROOT, compose
 
-from psvit.allocation import InfeasibleBudget, kept_fractions
-from psvit.prune.__main__ import allocate
+from psvit.allocation import kept_fractions
+from psvit.budget import InfeasibleBudget
 from psvit.search.session import SearchSession
 from psvit.search.space import trial_ratios
 from psvit.train.loop import evaluate
-from psvit.workflow import Setup, finish, pruned_model, sensitivity, setup
+from psvit.workflow import Setup, allocate, finish, pruned_model, sensitivity, setup
 
 ONE_SHOT = ("uniform", "psvit", "largest_first")
 #: Search strategies and their overrides of ``conf/search``. Every one gets the same trials.
@@ -123,7 +123,7 @@ class Finisher:
 def one_shot(s: Setup, overrides: list[str], strategy: str, budget: float, finisher: Finisher) -> Chosen | str:
     cfg = compose("prune", *overrides, f"strategy={strategy}", f"+budget={budget}")
     try:
-        ratios, _ = allocate(replace(s, cfg=cfg), cfg)
+        ratios, _ = allocate(replace(s, cfg=cfg))
     except InfeasibleBudget as err:
         return str(err)
     return finisher(ratios, None, None)

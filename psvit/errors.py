@@ -1,16 +1,6 @@
-"""User-facing errors and the CLI wrapper that turns them into one-line messages."""
+"""User-facing errors: the user's config, data or files are wrong (the command line prints them as one line)."""
 
 from __future__ import annotations
-
-import functools
-import sys
-from collections.abc import Callable
-from typing import TypeVar
-
-R = TypeVar("R")
-
-#: Exit code for bad configuration or input (as argparse uses for usage errors).
-USAGE_EXIT_CODE = 2
 
 
 class PsvitError(Exception):
@@ -27,17 +17,3 @@ class DataError(PsvitError, ValueError):
 
 class CheckpointError(PsvitError, ValueError):
     """A checkpoint file is missing, unreadable or not a psvit checkpoint."""
-
-
-def exit_on_user_error(fn: Callable[..., R]) -> Callable[..., R]:
-    """Decorate a CLI entry point: a :class:`PsvitError` prints ``error: <message>`` and exits with code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: object, **kwargs: object) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except PsvitError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(USAGE_EXIT_CODE)
-
-    return wrapper

@@ -13,13 +13,13 @@ from typing import Any
 from omegaconf import DictConfig
 from torch import nn
 
-from psvit import checkpoint
-from psvit.allocation import MemoryModel, select_groups
-from psvit.allocation.budget import Bits
-from psvit.cli import config_sections
+from psvit import allocation, checkpoint
+from psvit.budget import MemoryModel, select_groups
+from psvit.budget import Bits
+from psvit.config import config_sections
 from psvit.cost import CostReport, cost_report
 from psvit.prune import Group, PruneConstraints, list_groups, prune
-from psvit.quant import layers_for, quantization_aware, quantize_weights
+from psvit.quant import FLOAT_BITS, layers_for, quantization_aware, quantize_weights
 from psvit.report import ResultRow
 from psvit.sensitivity import SensitivitySettings, SensitivityTable, get_sensitivity, recalibrated
 from psvit.sensitivity.analysis import importance_batches
@@ -61,11 +61,16 @@ def compute_of(cfg: DictConfig) -> Compute:
 
 def setup(cfg: DictConfig) -> Setup:
     """Train or reuse the cached base model and build the memory model for its enabled groups."""
-    constraints, enabled = plan(cfg)
     compute = compute_of(cfg)
     model_cfg, data_cfg, train_cfg = config_sections(cfg, "model", "data", "train")
     base = get_base_model(model_cfg, data_cfg, train_cfg, seed=cfg.seed, cache_dir=cfg.cache_dir,
                           compute=compute, progress=cfg.progress)
+    return setup_for(cfg, base, compute)
+
+
+def setup_for(cfg: DictConfig, base: BaseModel, compute: Compute) -> Setup:
+    """The :class:`Setup` of a base model in hand: its enabled groups and their exact memory model."""
+    constraints, enabled = plan(cfg)
     groups = select_groups(list_groups(base.model), enabled)
     memory = MemoryModel(base.model_name, base.config, constraints)
     return Setup(cfg, base, groups, constraints, memory, compute)
@@ -88,6 +93,33 @@ def sensitivity(s: Setup) -> tuple[SensitivityTable, bool]:
     return get_sensitivity(s.base, s.groups, s.memory, s.constraints, sensitivity_settings(s.cfg),
                            data_cfg=s.data_cfg, cache_dir=s.cfg.cache_dir, compute=s.compute,
                            progress=s.cfg.progress)
+
+
+def one_shot_bits(s: Setup) -> dict[str, int] | None:
+    """``prune.bits`` (the one-shot commands' bit-width) for every enabled group, or None for float32 (32)."""
+    bits = int(s.cfg.prune.get("bits", FLOAT_BITS))
+    return {g.name: bits for g in s.groups} if bits < FLOAT_BITS else None
+
+
+def allocate(s: Setup) -> tuple[dict[str, float], str]:
+    """Keep ratios per group for the configured ``strategy`` at ``+budget`` or ``+ratio``, weights at ``prune.bits``
+    (:func:`psvit.allocation.allocate`, the sensitivity table computed or read from the cache only when the
+    strategy needs it); and a note on how they were found."""
+    cached: list[bool] = []
+
+    def table() -> SensitivityTable:
+        found, from_cache = sensitivity(s)
+        cached.append(from_cache)
+        return found
+
+    strategy = s.cfg.strategy
+    ratios, note = allocation.allocate(
+        strategy.name, s.memory, s.groups, budget=s.cfg.get("budget"), ratio=s.cfg.get("ratio"),
+        bits=one_shot_bits(s), sensitivity=table, step=strategy.get("step", allocation.PSVIT_STEP),
+        tolerance=strategy.get("tolerance", allocation.LARGEST_FIRST_TOLERANCE))
+    if cached:
+        note = "sensitivity from cache" if cached[0] else "sensitivity computed"
+    return ratios, note
 
 
 def write_sensitivity(table: SensitivityTable, out_dir: Path) -> list[Path]:

@@ -27,7 +27,7 @@ from PIL import Image
 
 import psvit
 from psvit.errors import CheckpointError, ConfigError
-from psvit.preflight import NUMBERS, check_numbers
+from psvit.config import NUMBERS, check_numbers
 
 BUDGET = "budget must be a number strictly between 0 and 1"
 UNREADABLE = "truncated, corrupt or not a PyTorch file"
@@ -60,7 +60,7 @@ CASES = {
     "grid ratio 1.5": ("sensitivity", ["sensitivity.grid=[1.5,0.5]"], "sensitivity.grid must be keep ratios"),
     "unknown sampler": ("search", ["+budget=0.2", "search.sampler=nope"], "search.sampler must be one of"),
     "unknown group": ("sensitivity", ["prune.enabled=[mlp,nope]"], "unknown group or kind 'nope'"),
-    # numeric keys: type and range (psvit.preflight.NUMBERS)
+    # numeric keys: type and range (psvit.config.NUMBERS)
     "seed not an integer": ("search", ["+budget=0.224", "search.seed=abc"],
                             "search.seed must be an integer in [0, inf), got 'abc'"),
     "negative epochs": ("train", ["train.epochs=-1"], "train.epochs must be an integer in [1, inf), got -1"),
@@ -104,7 +104,7 @@ CASES = {
 }
 
 
-#: Every primary config, and each strategy's group: together they hold every key of psvit.preflight.NUMBERS.
+#: Every primary config, and each strategy's group: together they hold every key of psvit.config.NUMBERS.
 CONFIGS = [("train", ()), ("sensitivity", ()), ("prune", ("strategy=psvit",)), ("prune", ("strategy=largest_first",)),
            ("search", ())]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from helpers import TINY_BY_COMMAND, compose
 
 import psvit
-from psvit.cli import config_sections
+from psvit.config import config_sections
 from psvit.cost import count_params
 from psvit.data import build_splits
 from psvit.train import evaluate

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import psvit
-from psvit.allocation import (MemoryModel, largest_first, sensitivity_greedy, uniform_for_budget,
-                              uniform_ratios)
+from psvit.allocation import largest_first, sensitivity_greedy, uniform_for_budget, uniform_ratios
+from psvit.budget import MemoryModel
 from psvit.prune import PruneConstraints, prune
 from psvit.workflow import sensitivity, setup
 from helpers import TINY, compose

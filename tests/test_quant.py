@@ -11,7 +11,8 @@ from spikingjelly.activation_based import functional
 from torch import nn
 
 import psvit
-from psvit.allocation import MemoryModel, project_to_saving
+from psvit.allocation import project_to_saving
+from psvit.budget import MemoryModel
 from psvit.checkpoint import payload_of
 from psvit.data import build_splits
 from psvit.models import create_model

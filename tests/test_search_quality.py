@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from psvit.allocation import MemoryModel, project_to_saving, repair_to_budget, sensitivity_greedy
+from psvit.allocation import project_to_saving, repair_to_budget, sensitivity_greedy
+from psvit.budget import MemoryModel
 from psvit.prune import PruneConstraints, prune
 from psvit.workflow import sensitivity, setup
 from helpers import TINY, compose

@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import psvit
 from official_reference import official_shapes
-from psvit.allocation.budget import select_groups
+from psvit.budget import select_groups
 from psvit.cost import count_flops, count_params, layer_macs, spike_probes, weight_bytes
 from psvit.data import build_splits
 from psvit.errors import ConfigError

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from psvit.allocation.budget import Bits, InfeasibleBudget, MemoryModel
+from psvit.budget import Bits, InfeasibleBudget, MemoryModel
 from psvit.prune import Group
 from psvit.sensitivity.table import SensitivityTable
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from psvit.allocation.budget import Bits, MemoryModel
+from psvit.budget import Bits, MemoryModel
 
 #: Bisection steps on ``s``: far finer than one channel of the widest group.
 _STEPS = 40

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from psvit.allocation.budget import Bits, MemoryModel
+from psvit.budget import Bits, MemoryModel
 from psvit.prune import Group
 from psvit.sensitivity.table import SensitivityTable
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from psvit.cost.analytic import spike_probes
-from psvit.cost.inference import measuring
+from psvit.models.inference import measuring
 
 
 def measure_firing_rates(model: nn.Module, images: torch.Tensor) -> dict[str, float]:

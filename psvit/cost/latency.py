@@ -15,7 +15,7 @@ from spikingjelly.activation_based import functional
 from torch import nn
 from torch.utils.benchmark.utils.timer import timer as synchronized_clock
 
-from psvit.cost.inference import measuring
+from psvit.models.inference import measuring
 from psvit.errors import ConfigError
 
 #: Untimed forwards before the timed ones.

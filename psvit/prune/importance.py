@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 from torch import nn
 
-from psvit.cost.inference import measuring
+from psvit.models.inference import measuring
 from psvit.errors import ConfigError
 from psvit.prune.groups import Group, Spikes
 

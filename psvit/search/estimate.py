@@ -20,12 +20,12 @@ from omegaconf import DictConfig
 from spikingjelly.activation_based import functional
 from torch import nn
 
-from psvit.allocation import select_groups
-from psvit.cli import config_sections
+from psvit.budget import select_groups
+from psvit.config import config_sections
 from psvit.cost import report_forward_images
 from psvit.models import create_model
 from psvit.prune import PruneConstraints, list_groups
-from psvit.search.request import bit_choices, recovery_epochs
+from psvit.search.settings import bit_choices, recovery_epochs
 from psvit.search.samplers import STRATEGY_SAMPLERS
 from psvit.sensitivity import sensitivity_cache_path
 from psvit.train.base import base_cache_path, base_splits, model_config, sample_size

@@ -28,7 +28,7 @@ from torch import nn
 
 from psvit import tracking
 from psvit.allocation import kept_fractions, repair_to_budget
-from psvit.allocation.budget import Bits, quantized_bits
+from psvit.budget import Bits, quantized_bits
 from psvit.cost import cost_report
 from psvit.search.fidelity import FIDELITY_ATTR, FULL, SUBSET, SUBSET_ACC_ATTR, Fidelity
 from psvit.search.recovery import WORKER_ATTR, this_worker

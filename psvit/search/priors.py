@@ -9,8 +9,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from psvit.allocation import InfeasibleBudget, sensitivity_greedy, uniform_for_budget
-from psvit.allocation.budget import Bits
+from psvit.allocation import sensitivity_greedy, uniform_for_budget
+from psvit.budget import InfeasibleBudget
+from psvit.budget import Bits
 from psvit.quant import FLOAT_BITS
 from psvit.search.space import BITS_PREFIX
 from psvit.sensitivity import SensitivityTable

@@ -12,13 +12,13 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 
 from psvit import tracking
-from psvit.cli import config_sections
+from psvit.config import config_sections
 from psvit.errors import PsvitError
 from psvit.search.fidelity import Fidelity
 from psvit.search.front import front_trials, update_front
 from psvit.search.objective import BASE_ATTR, TrialObjective
 from psvit.search.priors import prior_allocations
-from psvit.search.request import bit_choices, recovery_epochs
+from psvit.search.settings import bit_choices, recovery_epochs
 from psvit.search.runs import parent_run
 from psvit.search.samplers import STRATEGY_SAMPLERS, PriorFirstSampler, base_sampler
 from psvit.search.guided import GuidedSampler
@@ -41,10 +41,13 @@ class SearchSession:
     n_trials: int
 
     @classmethod
-    def start(cls, cfg: DictConfig, budget: float | None, seed_offset: int = 0) -> SearchSession:
+    def start(cls, cfg: DictConfig, budget: float | None, seed_offset: int = 0, s: Setup | None = None
+              ) -> SearchSession:
+        """Open (or resume) the study of ``cfg``'s search at ``budget``: the base model (``s``, or the config's
+        base, trained or read from the cache), its sensitivity priors, the sampler, the MLflow parent run."""
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         sc = cfg.search
-        s = setup(cfg)
+        s = s if s is not None else setup(cfg)
         choices = bit_choices(cfg)
         if budget is not None:  # one line, before any evaluation
             s.memory.check_feasible(budget, s.groups, {g.name: min(choices) for g in s.groups})

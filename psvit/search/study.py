@@ -44,7 +44,7 @@ warnings.filterwarnings("ignore", category=ExperimentalWarning, module=__name__)
 
 class _QuietInterruptedTrials(logging.Filter):
     """Optuna logs an interrupted trial as failed, in two warnings (the first with a traceback); the interrupt is
-    reported in one line instead (:mod:`psvit.interrupt`), so both are dropped."""
+    reported in one line instead (:mod:`psvit.cli.interrupt`), so both are dropped."""
 
     _FAILED = re.compile(r"Trial (\d+) failed")
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from psvit.allocation.budget import MemoryModel
+from psvit.budget import MemoryModel
 from psvit.cache import atomic_path, load_or_make
 from psvit.prune import Group, PruneConstraints
 from psvit.sensitivity.analysis import SensitivitySettings, recalibrated, run_sensitivity

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from psvit.allocation.budget import MemoryModel
+from psvit.budget import MemoryModel
 from psvit.data import DataSplits
 from psvit.prune import Group, PruneConstraints, list_groups, prune, recalibrate_bn
 from psvit.quant import layers_for, quantize_weights

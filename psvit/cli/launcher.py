@@ -3,14 +3,14 @@
 ``@hydra_main("search")`` replaces ``@hydra.main(...)`` on an entry point. Besides running the command as Hydra
 does (overrides, ``-m`` sweeps, launchers, ``--cfg``/``--help``), it
 
-* checks the config's numeric keys (:func:`psvit.preflight.check_numbers`: type and range) before the command
+* checks the config's numeric keys (:func:`psvit.config.check_numbers`: type and range) before the command
   runs;
 * turns Hydra's own errors (an override it cannot parse, a config group option that does not exist, a key that
   is not in the config, an argument it does not know) and OmegaConf's errors into one ``error: ...`` line and
-  exit code 2, as :func:`psvit.errors.exit_on_user_error` does for psvit's own errors;
+  exit code 2, as :func:`exit_on_user_error` does for psvit's own errors;
 * removes what Hydra wrote for a job that stopped on a user error (its ``.hydra/`` record, its empty log, and the
   output folders that are then empty), so a rejected command leaves nothing behind;
-* turns SIGTERM into an interrupt, as Ctrl-C is (:mod:`psvit.interrupt`), and reports either in one line,
+* turns SIGTERM into an interrupt, as Ctrl-C is (:mod:`psvit.cli.interrupt`), and reports either in one line,
   ``interrupted by ...``, with exit code 128 + the signal's number.
 
 ``HYDRA_FULL_ERROR=1`` keeps Hydra's full tracebacks for its own errors, as it does without this launcher.
@@ -25,6 +25,7 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -33,16 +34,34 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from psvit.data import remember_splits
-from psvit.errors import ConfigError, PsvitError, exit_on_user_error
-from psvit.interrupt import Interrupted, stop_on_sigterm
-from psvit.preflight import check_numbers
+from psvit.errors import ConfigError, PsvitError
+from psvit.cli.interrupt import Interrupted, stop_on_sigterm
+from psvit.config import check_numbers
 
 Task = Callable[[DictConfig], None]
+R = TypeVar("R")
+
+#: Exit code for bad configuration or input (as argparse uses for usage errors).
+USAGE_EXIT_CODE = 2
 
 #: What Hydra writes in a job's output folder before the job runs (besides the job's log file).
 _HYDRA_RECORD = ("config.yaml", "hydra.yaml", "overrides.yaml")
 _NOT_IN_CONFIG = re.compile(r"Could not override '(?P<key>[^']+)'\.\s*To append to your config use \+(?P<fix>\S+)")
 _ALREADY_IN_CONFIG = re.compile(r"An item is already at '(?P<key>[^']+)'\.\s*Either remove \+ prefix: '(?P<fix>[^']+)'")
+
+
+def exit_on_user_error(fn: Callable[..., R]) -> Callable[..., R]:
+    """Decorate a CLI entry point: a :class:`PsvitError` prints ``error: <message>`` and exits with code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: object, **kwargs: object) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except PsvitError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(USAGE_EXIT_CODE)
+
+    return wrapper
 
 
 def hydra_main(config_name: str) -> Callable[[Task], Callable[[], None]]:

@@ -1,27 +1,18 @@
-"""What a search request must pass before any work or write: its config values, where it writes, its budget."""
+"""Settings a search reads from its config beyond the search space: its sampler, bit-width choices, recovery and
+model registration, checked before any work."""
 
 from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
 from psvit.errors import ConfigError
+from psvit.quant import check_bits
+from psvit.search.samplers import SEARCH_SAMPLERS, STRATEGY_SAMPLERS
 
 
-def check_request(cfg: DictConfig) -> float | None:
-    """Validate the numeric keys (types and ranges), budget, sampler and constraints, then the cache, MLflow and
-    Optuna stores, then the enabled groups and that the budget is reachable at all (from the config and the data,
-    nothing trained); returns the budget."""
-    from psvit.allocation import check_budget_value
-    from psvit.cli import check_pruning_plan
-    from psvit.preflight import check_numbers, check_outputs
-    from psvit.quant import check_bits
-    from psvit.search.samplers import SEARCH_SAMPLERS, STRATEGY_SAMPLERS
-    from psvit.workflow import compute_of, plan
-
-    check_numbers(cfg)  # also in every command's launcher; here for the sweep's check of each job before any runs
-    budget = cfg.get("budget")
-    if budget is not None:
-        budget = check_budget_value(budget)
+def check_settings(cfg: DictConfig) -> None:
+    """One-line errors for an unknown sampler, bad ``search.bits`` (or several with a strategy sampler), and a
+    ``search.register_model`` that is not a name or has no model to register."""
     if cfg.search.sampler not in SEARCH_SAMPLERS + STRATEGY_SAMPLERS:
         raise ConfigError(f"search.sampler must be one of {', '.join(SEARCH_SAMPLERS + STRATEGY_SAMPLERS)}, "
                           f"got {cfg.search.sampler!r}")
@@ -43,11 +34,6 @@ def check_request(cfg: DictConfig) -> float | None:
         if not (cfg.search.finalize and cfg.search.export):
             raise ConfigError("search.register_model needs search.finalize=true and search.export=true (it registers "
                               "the chosen model's MLflow Model)")
-    compute_of(cfg)
-    plan(cfg)
-    check_outputs(cfg)
-    check_pruning_plan(cfg, budget, min(bits))
-    return budget
 
 
 def bit_choices(cfg: DictConfig) -> tuple[int, ...]:

@@ -18,8 +18,9 @@ class PrepareStores(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from psvit import tracking
         from psvit.data import remember_splits
-        from psvit.errors import USAGE_EXIT_CODE, PsvitError
-        from psvit.search.request import check_request
+        from psvit.cli.launcher import USAGE_EXIT_CODE
+        from psvit.cli.search import check_request
+        from psvit.errors import PsvitError
         from psvit.search.study import make_storage
 
         # A bad request ends the sweep here, in one line, before a store or a job folder is made (an exception
@@ -32,7 +33,7 @@ class PrepareStores(Callback):
                     except PsvitError as exc:
                         raise PsvitError(f"sweep job {n} ({' '.join(overrides)}): {exc}") from None
         except Exception as exc:
-            from psvit.entry import user_error
+            from psvit.cli.launcher import user_error
 
             error = user_error(exc)
             if error is None:

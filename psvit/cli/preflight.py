@@ -1,7 +1,7 @@
-"""Checks made before any work, without writing anything: are the config's numbers numbers in range, and can a
-command write where it will write?
+"""Checks made before any work, without writing anything: can a command write where it will write, and can its
+pruning plan (groups, grid, budget) work at all? (The config's numbers are checked by
+:func:`psvit.config.check_numbers`, for every command.)
 
-Every numeric key has a type and a range in :data:`NUMBERS`, checked for every command (:func:`check_numbers`).
 Folders (the cache) must be writable or creatable; an MLflow tracking URI must be well formed and, for a server,
 answer within seconds (MLflow's own client retries a dead server for minutes); an Optuna storage URL must be a
 well-formed database URL whose SQLite folder exists.
@@ -26,53 +26,6 @@ SERVER_TIMEOUT = 5.0
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 FILE_SCHEMES = ("", "file")
 SERVER_SCHEMES = ("http", "https", "databricks")
-
-#: Numeric config keys: key -> (kind, range). Kind ``int`` takes integers, ``number`` integers or floats; a
-#: trailing ``?`` allows null. Ranges are intervals, ``[`` / ``]`` closed and ``(`` / ``)`` open. A key that a
-#: command's config does not have, or that interpolates another key (checked under its own name), is skipped.
-NUMBERS: dict[str, tuple[str, str]] = {
-    "seed": ("int", "[0, inf)"), "data.seed": ("int", "[0, inf)"), "search.seed": ("int", "[0, inf)"),
-    "data.img_size": ("int", "[1, inf)"),
-    "data.val_fraction": ("number", "[0, 1)"), "data.test_fraction": ("number", "[0, 1)"),
-    "train.epochs": ("int", "[1, inf)"), "finetune.epochs": ("int", "[0, inf)"),
-    "train.batch_size": ("int", "[1, inf)"), "finetune.batch_size": ("int", "[1, inf)"),
-    "train.lr": ("number", "(0, inf)"), "finetune.lr": ("number", "(0, inf)"),
-    "train.weight_decay": ("number", "[0, inf)"), "finetune.weight_decay": ("number", "[0, inf)"),
-    "train.label_smoothing": ("number", "[0, 1)"), "finetune.label_smoothing": ("number", "[0, 1)"),
-    "finetune.kd_weight": ("number", "[0, 1]"), "finetune.temperature": ("number", "(0, inf)"),
-    "compute.eval_batch_size": ("int", "[1, inf)"), "compute.num_workers": ("int?", "[0, inf)"),
-    "prune.constraints.min_channels": ("int", "[1, inf)"), "prune.constraints.round_to": ("int", "[1, inf)"),
-    "prune.bn_recalibration_batches": ("int", "[0, inf)"),
-    "sensitivity.batch_size": ("int", "[1, inf)"), "sensitivity.val_fraction": ("number", "(0, 1]"),
-    "strategy.step": ("number", "(0, 1]"), "strategy.tolerance": ("number", "[0, 1]"),
-    "search.n_trials": ("int", "[1, inf)"), "search.n_startup_trials": ("int", "[0, inf)"),
-    "search.prior_tolerance": ("number", "[0, 1]"), "search.front_every": ("int", "[0, inf)"),
-    "search.step": ("number?", "(0, 1]"), "search.recovery_epochs": ("int?", "[0, inf)"),
-    "search.fidelity.subset": ("number", "(0, 1]"), "search.fidelity.promote": ("number", "(0, 1]"),
-    "search.latency_repeats": ("int", "[1, inf)"), "search.select_tolerance": ("number", "[0, 1]"),
-    "search.heartbeat_interval": ("number", "(0, inf)"), "search.grace_period": ("number", "(0, inf)"),
-}
-
-
-def check_numbers(cfg: DictConfig) -> None:
-    """Every key of :data:`NUMBERS` in ``cfg`` has its kind and lies in its range; if not, one line names the key."""
-    for key, (kind, interval) in NUMBERS.items():
-        parent, _, leaf = key.rpartition(".")
-        node = OmegaConf.select(cfg, parent) if parent else cfg
-        if not isinstance(node, DictConfig) or leaf not in node or OmegaConf.is_interpolation(node, leaf):
-            continue
-        value = node[leaf]
-        if value is None and kind.endswith("?"):
-            continue
-        low, high = (float(bound) for bound in interval[1:-1].split(","))
-        is_int = kind.startswith("int")
-        if (isinstance(value, bool) or not isinstance(value, int if is_int else (int, float))
-                or not (low <= value if interval[0] == "[" else low < value)
-                or not (value <= high if interval[-1] == "]" else value < high)):
-            nullable = " or null" if kind.endswith("?") else ""
-            raise ConfigError(f"{key} must be {'an integer' if is_int else 'a number'} in {interval}{nullable}, "
-                              f"got {value!r}")
-
 
 def check_writable_dir(path: str | os.PathLike, what: str) -> None:
     """``path`` is a writable folder, or could be created as one (its nearest existing parent is writable)."""
@@ -152,3 +105,37 @@ def check_outputs(cfg: DictConfig) -> None:
         check_tracking_uri(cfg.mlflow.tracking_uri)
     if "search" in cfg:
         check_database_url(cfg.search.storage, "search.storage")
+
+
+def check_plan(cfg: DictConfig, budget: float | None = None, min_bits: int = 32) -> None:
+    """What every pruning command checks before any work: where it writes (:func:`check_outputs`), then that
+    ``sensitivity.grid`` holds keep ratios, a pretrained model's validation split does not
+    come from its training images, ``prune.enabled`` names groups of the configured base model, and they can save
+    ``budget`` (if given) at all, with weights at ``min_bits``.
+
+    The data is read (its channels and classes size the model; inside a command it is then reused, see
+    :func:`psvit.data.remember_splits`) but nothing is trained or written; the checks are
+    the ones every command makes again on the trained base (``select_groups``, ``MemoryModel.check_feasible``).
+    """
+    from psvit.budget import MemoryModel, select_groups
+    from psvit.config import config_sections
+    from psvit.errors import DataError
+    from psvit.train.base import base_splits, model_config
+    from psvit.workflow import plan
+
+    check_outputs(cfg)
+    constraints, enabled = plan(cfg)
+    grid = list(cfg.sensitivity.grid) if "sensitivity" in cfg else []
+    bad = [r for r in grid if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= 1]
+    if bad or ("sensitivity" in cfg and not grid):
+        raise ConfigError(f"sensitivity.grid must be keep ratios in (0, 1], got {grid}")
+    model_cfg, data_cfg = config_sections(cfg, "model", "data")
+    splits = base_splits(model_cfg, data_cfg)
+    if splits.leak:  # a pretrained model's validation from its training images (checked before any work)
+        raise DataError(splits.leak)
+    arch = model_config(model_cfg, splits)
+    memory = MemoryModel(model_cfg.get("name", "spikformer"), arch, constraints)
+    groups = select_groups(memory.groups, enabled)
+    if budget is not None:
+        memory.check_feasible(budget, groups, {g.name: min_bits for g in groups})
+

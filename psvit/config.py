@@ -1,0 +1,127 @@
+"""psvit's configuration as data: the packaged defaults (``conf/``) composed without a command line, their numeric
+keys checked for type and range (:data:`NUMBERS`), and a composed config's sections as plain, resolved dicts.
+
+Every command composes its config with Hydra from ``conf/``; the Python API (:mod:`psvit.api`) composes the same
+files with :func:`compose`, so both start from one definition of every option.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from collections.abc import Mapping
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+from psvit.errors import ConfigError
+
+
+def config_sections(cfg: DictConfig, *names: str) -> list[dict[str, Any]]:
+    """Resolve the named config groups to plain dicts (interpolations resolved)."""
+    return [OmegaConf.to_container(cfg[name], resolve=True) for name in names]
+
+
+#: Numeric config keys: key -> (kind, range). Kind ``int`` takes integers, ``number`` integers or floats; a
+#: trailing ``?`` allows null. Ranges are intervals, ``[`` / ``]`` closed and ``(`` / ``)`` open. A key that a
+#: command's config does not have, or that interpolates another key (checked under its own name), is skipped.
+NUMBERS: dict[str, tuple[str, str]] = {
+    "seed": ("int", "[0, inf)"), "data.seed": ("int", "[0, inf)"), "search.seed": ("int", "[0, inf)"),
+    "data.img_size": ("int", "[1, inf)"),
+    "data.val_fraction": ("number", "[0, 1)"), "data.test_fraction": ("number", "[0, 1)"),
+    "train.epochs": ("int", "[1, inf)"), "finetune.epochs": ("int", "[0, inf)"),
+    "train.batch_size": ("int", "[1, inf)"), "finetune.batch_size": ("int", "[1, inf)"),
+    "train.lr": ("number", "(0, inf)"), "finetune.lr": ("number", "(0, inf)"),
+    "train.weight_decay": ("number", "[0, inf)"), "finetune.weight_decay": ("number", "[0, inf)"),
+    "train.label_smoothing": ("number", "[0, 1)"), "finetune.label_smoothing": ("number", "[0, 1)"),
+    "finetune.kd_weight": ("number", "[0, 1]"), "finetune.temperature": ("number", "(0, inf)"),
+    "compute.eval_batch_size": ("int", "[1, inf)"), "compute.num_workers": ("int?", "[0, inf)"),
+    "prune.constraints.min_channels": ("int", "[1, inf)"), "prune.constraints.round_to": ("int", "[1, inf)"),
+    "prune.bn_recalibration_batches": ("int", "[0, inf)"),
+    "sensitivity.batch_size": ("int", "[1, inf)"), "sensitivity.val_fraction": ("number", "(0, 1]"),
+    "strategy.step": ("number", "(0, 1]"), "strategy.tolerance": ("number", "[0, 1]"),
+    "search.n_trials": ("int", "[1, inf)"), "search.n_startup_trials": ("int", "[0, inf)"),
+    "search.prior_tolerance": ("number", "[0, 1]"), "search.front_every": ("int", "[0, inf)"),
+    "search.step": ("number?", "(0, 1]"), "search.recovery_epochs": ("int?", "[0, inf)"),
+    "search.fidelity.subset": ("number", "(0, 1]"), "search.fidelity.promote": ("number", "(0, 1]"),
+    "search.latency_repeats": ("int", "[1, inf)"), "search.select_tolerance": ("number", "[0, 1]"),
+    "search.heartbeat_interval": ("number", "(0, inf)"), "search.grace_period": ("number", "(0, inf)"),
+}
+
+
+def check_numbers(cfg: DictConfig) -> None:
+    """Every key of :data:`NUMBERS` in ``cfg`` has its kind and lies in its range; if not, one line names the key."""
+    for key, (kind, interval) in NUMBERS.items():
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if not isinstance(node, DictConfig) or leaf not in node or OmegaConf.is_interpolation(node, leaf):
+            continue
+        value = node[leaf]
+        if value is None and kind.endswith("?"):
+            continue
+        low, high = (float(bound) for bound in interval[1:-1].split(","))
+        is_int = kind.startswith("int")
+        if (isinstance(value, bool) or not isinstance(value, int if is_int else (int, float))
+                or not (low <= value if interval[0] == "[" else low < value)
+                or not (value <= high if interval[-1] == "]" else value < high)):
+            nullable = " or null" if kind.endswith("?") else ""
+            raise ConfigError(f"{key} must be {'an integer' if is_int else 'a number'} in {interval}{nullable}, "
+                              f"got {value!r}")
+
+
+def check_numbers(cfg: DictConfig) -> None:
+    """Every key of :data:`NUMBERS` in ``cfg`` has its kind and lies in its range; if not, one line names the key."""
+    for key, (kind, interval) in NUMBERS.items():
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if not isinstance(node, DictConfig) or leaf not in node or OmegaConf.is_interpolation(node, leaf):
+            continue
+        value = node[leaf]
+        if value is None and kind.endswith("?"):
+            continue
+        low, high = (float(bound) for bound in interval[1:-1].split(","))
+        is_int = kind.startswith("int")
+        if (isinstance(value, bool) or not isinstance(value, int if is_int else (int, float))
+                or not (low <= value if interval[0] == "[" else low < value)
+                or not (value <= high if interval[-1] == "]" else value < high)):
+            nullable = " or null" if kind.endswith("?") else ""
+            raise ConfigError(f"{key} must be {'an integer' if is_int else 'a number'} in {interval}{nullable}, "
+                              f"got {value!r}")
+
+
+def compose(config_name: str, options: Mapping[str, Any] | None = None, *,
+            groups: Mapping[str, str] | None = None) -> DictConfig:
+    """The packaged primary config ``config_name`` (``search``, ``prune``, ...) as a command composes it, with
+    its default config groups or the ones chosen in ``groups`` (``{"strategy": "uniform"}``); then ``options``
+    (dotted keys, ``{"finetune.epochs": 1}``) set on it. A group option or key that does not exist, or a number
+    out of range, is a one-line :class:`ConfigError`."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+
+    outer = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module="psvit.conf", version_base="1.3"):
+            cfg = hydra_compose(config_name=config_name,
+                                overrides=[f"{group}={option}" for group, option in (groups or {}).items()])
+    except HydraException as exc:
+        raise ConfigError(str(exc).splitlines()[0]) from None
+    finally:
+        GlobalHydra.instance().clear()
+        if outer is not None:
+            GlobalHydra.instance().initialize(outer)
+    for key, value in (options or {}).items():
+        if OmegaConf.select(cfg, key, default=_MISSING) is _MISSING:
+            raise ConfigError(f"{key} is not a key of the {config_name} config")
+        try:
+            with open_dict(cfg):
+                OmegaConf.update(cfg, key, value, merge=False)
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"{key}: {exc}".splitlines()[0]) from None
+    check_numbers(cfg)
+    return cfg
+
+
+_MISSING = object()
