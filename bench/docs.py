@@ -162,8 +162,10 @@ def search_quality_commits(doc: Path) -> str:
 
 
 def headline(doc: Path) -> str:
-    runs = {r["method"]: r for r in compression_runs() if r["dataset"] == "digits"}
-    rows = [["compression: digits, seed 1, budget 0.9", COMPRESSION_NAMES[m], pct(runs[m]["saving"]), pct(runs[m]["test_before"]),
+    runs = {r["method"]: r for r in compression_runs()}
+    joint = runs["joint"]
+    setting = f"compression: {joint['dataset']}, seed {joint['seed']}, budget {joint['budget']:g}"
+    rows = [[setting, COMPRESSION_NAMES[m], pct(runs[m]["saving"]), pct(runs[m]["test_before"]),
              pct(runs[m]["test_after"])] for m in ("pruning", "uniform2", "greedy_bits", "joint")]
     for budget in ("0.6", "0.75"):
         sq = search_quality_rows("mnist", budget)
