@@ -5,8 +5,8 @@ folder, MLflow and Optuna databases and the bad input files; after the command t
 before (no Hydra output folder, no cache entry, no database change). Every case is rejected before any training,
 except the corrupt image, which is only found when it is decoded (images are read lazily).
 
-With ``$PSVIT_BAD_INPUT_ROWS`` set to a folder, each case also writes its row of the README's table there
-(``NN.md``, paths relative to the case's folder): ``cat $PSVIT_BAD_INPUT_ROWS/*.md``.
+With ``$PSVIT_BAD_INPUT_ROWS`` set to a folder, each case also writes its row of the bad-input table in
+docs/reliability.md there (``NN.md``, paths relative to the case's folder): ``cat $PSVIT_BAD_INPUT_ROWS/*.md``.
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(run_cli, tmp_path: Path
 
 
 def write_row(folder: Path, case: str, command: str, args: list[str], error: str, tmp: Path) -> None:
-    """The case's row of the README's table of bad inputs."""
+    """The case's row of the table of bad inputs in docs/reliability.md."""
     def relative(text: str) -> str:
         return text.replace(f"{tmp}/", "")
 
