@@ -47,7 +47,8 @@ from psvit.sensitivity import SensitivityTable
 from psvit.train.base import BaseModel
 from psvit.train.compute import Compute
 from psvit.train.loop import evaluate, train_model
-from psvit.workflow import Finished, allocate, compute_of, finish, sensitivity as sensitivity_of, setup_for
+from psvit.workflow import Finished, Setup, allocate, compute_of, finish, setup_for
+from psvit.workflow import sensitivity as sensitivity_of
 
 #: Labelled images: ``(images [N, C, H, W], labels [N])``, a ``Dataset`` of ``(image, label)`` or a ``DataLoader``
 #: of ``(images, labels)`` batches. Datasets and loaders are read into memory once.
@@ -201,7 +202,7 @@ def _budget(budget: float | None) -> float | None:
 
 
 def _setup(cfg: DictConfig, model: nn.Module, train_data: Data, val_data: Data, test_data: Data | None, *,
-           device: str, cache_dir: str | Path, progress: bool):
+           device: str, cache_dir: str | Path, progress: bool) -> Setup:
     """The workflow's :class:`~psvit.workflow.Setup` for a model and data in hand: the model is evaluated and
     saved in ``cache_dir`` under its content hash (what identifies a study's base and keys its sensitivity
     table), and ``cfg.data`` names the data by a content hash of its images and labels."""
@@ -245,6 +246,7 @@ def data_splits(train_data: Data, val_data: Data, test_data: Data | None = None)
 def _fingerprint(splits: DataSplits) -> str:
     digest = hashlib.sha256()
     for part in (splits.train, splits.val, splits.test):
+        assert isinstance(part, ArrayDataset)  # data_splits made them
         digest.update(part.images.numpy().tobytes())
         digest.update(part.labels.tobytes())
     return digest.hexdigest()[:16]

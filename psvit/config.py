@@ -7,7 +7,7 @@ files with :func:`compose`, so both start from one definition of every option.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from collections.abc import Mapping
 
@@ -19,7 +19,7 @@ from psvit.errors import ConfigError
 
 def config_sections(cfg: DictConfig, *names: str) -> list[dict[str, Any]]:
     """Resolve the named config groups to plain dicts (interpolations resolved)."""
-    return [OmegaConf.to_container(cfg[name], resolve=True) for name in names]
+    return [cast(dict[str, Any], OmegaConf.to_container(cfg[name], resolve=True)) for name in names]
 
 
 #: Numeric config keys: key -> (kind, range). Kind ``int`` takes integers, ``number`` integers or floats; a
@@ -47,26 +47,6 @@ NUMBERS: dict[str, tuple[str, str]] = {
     "search.latency_repeats": ("int", "[1, inf)"), "search.select_tolerance": ("number", "[0, 1]"),
     "search.heartbeat_interval": ("number", "(0, inf)"), "search.grace_period": ("number", "(0, inf)"),
 }
-
-
-def check_numbers(cfg: DictConfig) -> None:
-    """Every key of :data:`NUMBERS` in ``cfg`` has its kind and lies in its range; if not, one line names the key."""
-    for key, (kind, interval) in NUMBERS.items():
-        parent, _, leaf = key.rpartition(".")
-        node = OmegaConf.select(cfg, parent) if parent else cfg
-        if not isinstance(node, DictConfig) or leaf not in node or OmegaConf.is_interpolation(node, leaf):
-            continue
-        value = node[leaf]
-        if value is None and kind.endswith("?"):
-            continue
-        low, high = (float(bound) for bound in interval[1:-1].split(","))
-        is_int = kind.startswith("int")
-        if (isinstance(value, bool) or not isinstance(value, int if is_int else (int, float))
-                or not (low <= value if interval[0] == "[" else low < value)
-                or not (value <= high if interval[-1] == "]" else value < high)):
-            nullable = " or null" if kind.endswith("?") else ""
-            raise ConfigError(f"{key} must be {'an integer' if is_int else 'a number'} in {interval}{nullable}, "
-                              f"got {value!r}")
 
 
 def check_numbers(cfg: DictConfig) -> None:

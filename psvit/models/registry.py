@@ -1,8 +1,10 @@
-"""Model families behind a registry: ``register_model`` declares a family, ``create_model`` builds one by name.
+"""Model families and their named variants behind a registry, as in timm: ``create_model`` builds one by name.
 
-A family is one model file (as in timm): the model class, decorated with :func:`register_model`, which names
-its config resolver and its coupled-channel groups. Pruning, cost, allocation and search only ever look a
-family up here, so adding one needs no change outside its file.
+A family is one model file: the model class, decorated with :func:`register_model`, which names its config
+resolver and its coupled-channel groups, and the family's named variants (:func:`register_variant`: an
+architecture and the data config it expects: input size, normalization, crop). Pruning, cost, allocation and
+search only ever look a family up here, so adding one needs no change outside its file. The variants carry the
+names of ``conf/model/*.yaml``, which hold the same values (a test compares them).
 """
 
 from __future__ import annotations
@@ -42,7 +44,23 @@ class Family:
     matmuls: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
+@dataclass(frozen=True)
+class Variant:
+    """A named architecture of a family (``config``: its keys, without channels and classes) and the data
+    config it expects (``data``: ``img_size``, and where fixed, ``mean``/``std``/``crop_pct``)."""
+
+    name: str
+    family: str
+    config: Mapping[str, Any]
+    data: Mapping[str, Any]
+
+
+#: The data config of the official ImageNet checkpoints: 224 px, ImageNet's normalization, center crop 0.875.
+IMAGENET_DATA = MappingProxyType({"img_size": 224, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
+                                  "crop_pct": 0.875})
+
 _FAMILIES: dict[str, Family] = {}
+_VARIANTS: dict[str, Variant] = {}
 
 
 def register_model(
@@ -65,7 +83,7 @@ def register_model(
             raise ValueError(f"model family {name!r} is already registered")
         _FAMILIES[name] = Family(name, cls, resolve_config, groups, tuple(kinds), tuple(analog_layers),
                                  MappingProxyType(dict(matmuls or {})))
-        cls.model_name = name
+        cls.model_name = name  # type: ignore[attr-defined]
         return cls
 
     return decorate
@@ -78,8 +96,23 @@ def get_family(name: str) -> Family:
     return _FAMILIES[name]
 
 
+def register_variant(name: str, family: str, *, data: Mapping[str, Any], **config: Any) -> None:
+    """Name an architecture of ``family`` (its config keys) with the data config it expects."""
+    if name in _VARIANTS or name in _FAMILIES:
+        raise ValueError(f"model {name!r} is already registered")
+    _VARIANTS[name] = Variant(name, family, MappingProxyType(dict(config)), MappingProxyType(dict(data)))
+
+
+def get_variant(name: str) -> Variant:
+    """The registered :class:`Variant` called ``name``."""
+    if name not in _VARIANTS:
+        raise ConfigError(f"unknown model variant {name!r}; variants: {', '.join(sorted(_VARIANTS))}")
+    return _VARIANTS[name]
+
+
 def list_models() -> list[str]:
-    return sorted(_FAMILIES)
+    """Every name :func:`create_model` takes: the named variants, then the families (configured in full)."""
+    return sorted(_VARIANTS) + sorted(_FAMILIES)
 
 
 def group_kinds() -> tuple[str, ...]:
@@ -88,7 +121,11 @@ def group_kinds() -> tuple[str, ...]:
 
 
 def create_model(name: str, **config: Any) -> nn.Module:
-    """Build the registered model ``name`` from its config (see the model's module for the keys)."""
+    """Build the model ``name``: a variant (``spikformer_cifar``; ``config`` overrides its keys, e.g.
+    ``num_classes``) or a family (``spikformer``, configured by ``config``; see the model's module for the keys)."""
+    if name in _VARIANTS:
+        variant = _VARIANTS[name]
+        name, config = variant.family, {**variant.config, **config}
     family = get_family(name)
     try:
         return family.model(**config)

@@ -31,7 +31,8 @@ from torch import nn
 from psvit.errors import ConfigError
 from psvit.models.channels import Group, Spikes, consumer, producer
 from psvit.models.lif import lif
-from psvit.models.registry import register_model
+from psvit.models.registry import IMAGENET_DATA, register_model, register_variant
+from psvit.models.stem import STEM, check_patch, check_widths, stem_embed_slices, stem_groups
 
 TALKING_HEADS_THRESHOLD = 0.5
 
@@ -147,13 +148,7 @@ def resolve_config(
     embed; MLP hidden at ``int(embed * mlp_ratio)``); the result fully describes the model."""
     if len(pooling_stat) != 4 or set(pooling_stat) - {"0", "1"}:
         raise ConfigError(f"model.pooling_stat must be 4 characters of 0/1 (one per stem stage), got {pooling_stat!r}")
-    expected_patch = 2 ** pooling_stat.count("1")
-    if patch_size is None:
-        patch_size = expected_patch
-    if patch_size != expected_patch:
-        raise ConfigError(f"model.patch_size must be {expected_patch} for pooling_stat {pooling_stat}, got {patch_size}")
-    if img_size % patch_size:
-        raise ConfigError(f"model.img_size ({img_size}) must be a multiple of the patch size ({patch_size})")
+    patch_size = check_patch(img_size, patch_size, 2 ** pooling_stat.count("1"), f"pooling_stat {pooling_stat}")
     if int(embed_dim * mlp_ratio) == embed_dim:
         raise ConfigError("model.mlp_ratio must not give an MLP as wide as embed_dim (its inner residual is not supported)")
     widths = {
@@ -161,11 +156,7 @@ def resolve_config(
         "qkv_dims": [int(w) for w in qkv_dims] if qkv_dims is not None else [embed_dim] * depth,
         "mlp_dims": [int(w) for w in mlp_dims] if mlp_dims is not None else [int(embed_dim * mlp_ratio)] * depth,
     }
-    if len(widths["sps_dims"]) != 3:
-        raise ConfigError(f"model.sps_dims needs 3 stage widths (the 4th is embed_dim), got {widths['sps_dims']}")
-    for key in ("qkv_dims", "mlp_dims"):
-        if len(widths[key]) != depth:
-            raise ConfigError(f"model.{key} needs one width per block ({depth}), got {widths[key]}")
+    check_widths(widths, depth, ("qkv_dims", "mlp_dims"))
     if min(widths["sps_dims"] + widths["qkv_dims"] + widths["mlp_dims"] + [embed_dim, num_heads]) <= 0:
         raise ConfigError("every width of a Spike-driven Transformer config must be positive")
     return {
@@ -180,20 +171,9 @@ def spike_driven_groups(cfg: dict[str, Any]) -> list[Group]:
     """Prunable widths: ``sps.stage{0,1,2}``, ``embed`` (the membrane stream: last stem stage, rpe, every
     block's q/k/v input, proj output, fc1 input, fc2 output and the head input), then per block
     ``block{i}.attn.qkv`` (q, k, v and proj's input) and ``block{i}.mlp``."""
-    sps = "patch_embed"
-    stage = ["", "1", "2", "3"]
-    groups = [
-        Group(
-            f"sps.stage{j}", "sps", cfg["sps_dims"][j], 1, "sps_dims", j,
-            (*producer(f"{sps}.proj_conv{stage[j]}", f"{sps}.proj_bn{stage[j]}", False),
-             consumer(f"{sps}.proj_conv{stage[j + 1]}")),
-            (Spikes(f"{sps}.proj_lif{stage[j]}", 2),),
-        )
-        for j in range(3)
-    ]
-    embed = [*producer(f"{sps}.proj_conv3", f"{sps}.proj_bn3", False), consumer(f"{sps}.rpe_conv"),
-             *producer(f"{sps}.rpe_conv", f"{sps}.rpe_bn", False)]
-    embed_spikes = [Spikes(f"{sps}.proj_lif3", 2)]
+    groups = stem_groups(cfg)
+    embed = stem_embed_slices()
+    embed_spikes = [Spikes(f"{STEM}.proj_lif3", 2)]
     blocks = []
     for i in range(cfg["depth"]):
         attn, mlp = f"block.{i}.attn", f"block.{i}.mlp"
@@ -259,3 +239,11 @@ class SpikeDrivenTransformer(nn.Module):
         between batches (``spikingjelly...functional.reset_net``)."""
         x = x.unsqueeze(0).repeat(self.T, 1, 1, 1, 1)
         return self.forward_head(self.forward_features(x))
+
+
+#: A small Spike-driven Transformer for 16-px digits (conf/model/sdt_tiny.yaml).
+register_variant("sdt_tiny", "sdt", data={"img_size": 16}, img_size=16, pooling_stat="0011", embed_dim=64,
+                 num_heads=4, mlp_ratio=4.0, depth=2, T=4)
+#: The Spike-driven Transformer 8-512 on 224-px ImageNet.
+register_variant("sdt_imagenet", "sdt", data=IMAGENET_DATA, img_size=224, pooling_stat="1111",
+                 embed_dim=512, num_heads=8, mlp_ratio=4.0, depth=8, T=4)

@@ -25,9 +25,10 @@ import torch
 from torch import nn
 
 from psvit.errors import ConfigError
-from psvit.models.lif import lif
 from psvit.models.channels import Group, Spikes, consumer, producer, unused
-from psvit.models.registry import register_model
+from psvit.models.lif import lif
+from psvit.models.registry import IMAGENET_DATA, register_model, register_variant
+from psvit.models.stem import STEM, check_patch, check_widths, stem_embed_slices, stem_groups
 
 VARIANTS = ("cifar", "imagenet")
 #: Stem stages followed by MaxPool2d(3, 2, 1), per variant (stage 3 is the last, embed_dim-wide one).
@@ -220,23 +221,13 @@ def resolve_config(
         raise ConfigError(f"model.variant must be one of {VARIANTS}, got {variant!r}")
     if stem_pool not in STEM_POOL:
         raise ConfigError(f"model.stem_pool must be one of {STEM_POOL}, got {stem_pool!r}")
-    expected_patch = 2 ** len(POOLED_STAGES[variant])
-    if patch_size is None:
-        patch_size = expected_patch
-    if patch_size != expected_patch:
-        raise ConfigError(f"model.patch_size must be {expected_patch} for the {variant} variant, got {patch_size}")
-    if img_size % patch_size:
-        raise ConfigError(f"model.img_size ({img_size}) must be a multiple of the patch size ({patch_size})")
+    patch_size = check_patch(img_size, patch_size, 2 ** len(POOLED_STAGES[variant]), f"the {variant} variant")
     widths = default_widths(embed_dim, mlp_ratio, depth)
     given = {"sps_dims": sps_dims, "qk_dims": qk_dims, "v_dims": v_dims, "mlp_dims": mlp_dims}
     for key, value in given.items():
         if value is not None:
             widths[key] = [int(w) for w in value]
-    if len(widths["sps_dims"]) != 3:
-        raise ConfigError(f"model.sps_dims needs 3 stage widths (the 4th is embed_dim), got {widths['sps_dims']}")
-    for key in ("qk_dims", "v_dims", "mlp_dims"):
-        if len(widths[key]) != depth:
-            raise ConfigError(f"model.{key} needs one width per block ({depth}), got {widths[key]}")
+    check_widths(widths, depth, ("qk_dims", "v_dims", "mlp_dims"))
     for key in ("qk_dims", "v_dims"):
         for i, w in enumerate(widths[key]):
             if w <= 0 or w % num_heads:
@@ -261,21 +252,9 @@ def spikformer_groups(cfg: dict[str, Any]) -> list[Group]:
     qkv_bias = cifar  # the imagenet q/k/v convs have no bias
     token_axis = 3 if cifar else 2  # channel axis of block outputs: (T, B, N, C) or (T, B, C, H, W)
     heads = cfg["num_heads"]
-    sps = "patch_embed"
-    stage = ["", "1", "2", "3"]  # module-name suffix of stem stage j
-
-    groups = [
-        Group(
-            f"sps.stage{j}", "sps", cfg["sps_dims"][j], 1, "sps_dims", j,
-            (*producer(f"{sps}.proj_conv{stage[j]}", f"{sps}.proj_bn{stage[j]}", False),
-             consumer(f"{sps}.proj_conv{stage[j + 1]}")),
-            (Spikes(f"{sps}.proj_lif{stage[j]}", 2),),
-        )
-        for j in range(3)
-    ]
-    embed = [*producer(f"{sps}.proj_conv3", f"{sps}.proj_bn3", False), consumer(f"{sps}.rpe_conv"),
-             *producer(f"{sps}.rpe_conv", f"{sps}.rpe_bn", False)]
-    embed_spikes = [Spikes(f"{sps}.proj_lif3", 2), Spikes(f"{sps}.rpe_lif", 2)]
+    groups = stem_groups(cfg)
+    embed = stem_embed_slices()
+    embed_spikes = [Spikes(f"{STEM}.proj_lif3", 2), Spikes(f"{STEM}.rpe_lif", 2)]
     blocks = []
     for i in range(cfg["depth"]):
         attn, mlp = f"block.{i}.attn", f"block.{i}.mlp"
@@ -345,3 +324,24 @@ class Spikformer(nn.Module):
         """
         x = x.unsqueeze(0).repeat(self.T, 1, 1, 1, 1)
         return self.forward_head(self.forward_features(x))
+
+
+#: CIFAR-10's normalization.
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+#: The default base model: a small Spikformer for 16-px digits (conf/model/spikformer_tiny.yaml).
+register_variant("spikformer_tiny", "spikformer", data={"img_size": 16}, variant="cifar", img_size=16,
+                 patch_size=4, embed_dim=64, num_heads=4, mlp_ratio=4.0, depth=2, T=4)
+#: Spikformer-4-384 on 32-px CIFAR (the paper's CIFAR model).
+register_variant("spikformer_cifar", "spikformer", data={"img_size": 32, "mean": CIFAR10_MEAN, "std": CIFAR10_STD},
+                 variant="cifar", img_size=32, patch_size=4, embed_dim=384, num_heads=12, mlp_ratio=4.0, depth=4,
+                 T=4)
+#: Spikformer-8-512 on 224-px ImageNet (the PSViT paper's model).
+register_variant("spikformer_imagenet", "spikformer", data=IMAGENET_DATA, variant="imagenet",
+                 img_size=224, patch_size=16, embed_dim=512, num_heads=8, mlp_ratio=4.0, depth=8, T=4)
+#: spikingjelly 2.0's Spikformer-S and -Ti layouts (stem max-pools before its LIFs).
+register_variant("spikformer_sj_s", "spikformer", data=IMAGENET_DATA, variant="imagenet",
+                 stem_pool="before_lif", img_size=224, patch_size=16, embed_dim=384, num_heads=12, mlp_ratio=4.0,
+                 depth=6, T=4)
+register_variant("spikformer_sj_ti", "spikformer", data=IMAGENET_DATA, variant="imagenet",
+                 stem_pool="before_lif", img_size=224, patch_size=16, embed_dim=256, num_heads=8, mlp_ratio=4.0,
+                 depth=4, T=4)
