@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from psvit.errors import ConfigError
+from psvit.schema import ranges
 
 
 def config_sections(cfg: DictConfig, *names: str) -> list[dict[str, Any]]:
@@ -22,31 +23,10 @@ def config_sections(cfg: DictConfig, *names: str) -> list[dict[str, Any]]:
     return [cast(dict[str, Any], OmegaConf.to_container(cfg[name], resolve=True)) for name in names]
 
 
-#: Numeric config keys: key -> (kind, range). Kind ``int`` takes integers, ``number`` integers or floats; a
-#: trailing ``?`` allows null. Ranges are intervals, ``[`` / ``]`` closed and ``(`` / ``)`` open. A key that a
-#: command's config does not have, or that interpolates another key (checked under its own name), is skipped.
-NUMBERS: dict[str, tuple[str, str]] = {
-    "seed": ("int", "[0, inf)"), "data.seed": ("int", "[0, inf)"), "search.seed": ("int", "[0, inf)"),
-    "data.img_size": ("int", "[1, inf)"),
-    "data.val_fraction": ("number", "[0, 1)"), "data.test_fraction": ("number", "[0, 1)"),
-    "train.epochs": ("int", "[1, inf)"), "finetune.epochs": ("int", "[0, inf)"),
-    "train.batch_size": ("int", "[1, inf)"), "finetune.batch_size": ("int", "[1, inf)"),
-    "train.lr": ("number", "(0, inf)"), "finetune.lr": ("number", "(0, inf)"),
-    "train.weight_decay": ("number", "[0, inf)"), "finetune.weight_decay": ("number", "[0, inf)"),
-    "train.label_smoothing": ("number", "[0, 1)"), "finetune.label_smoothing": ("number", "[0, 1)"),
-    "finetune.kd_weight": ("number", "[0, 1]"), "finetune.temperature": ("number", "(0, inf)"),
-    "compute.eval_batch_size": ("int", "[1, inf)"), "compute.num_workers": ("int?", "[0, inf)"),
-    "prune.constraints.min_channels": ("int", "[1, inf)"), "prune.constraints.round_to": ("int", "[1, inf)"),
-    "prune.bn_recalibration_batches": ("int", "[0, inf)"),
-    "sensitivity.batch_size": ("int", "[1, inf)"), "sensitivity.val_fraction": ("number", "(0, 1]"),
-    "strategy.step": ("number", "(0, 1]"), "strategy.tolerance": ("number", "[0, 1]"),
-    "search.n_trials": ("int", "[1, inf)"), "search.n_startup_trials": ("int", "[0, inf)"),
-    "search.prior_tolerance": ("number", "[0, 1]"), "search.front_every": ("int", "[0, inf)"),
-    "search.step": ("number?", "(0, 1]"), "search.recovery_epochs": ("int?", "[0, inf)"),
-    "search.fidelity.subset": ("number", "(0, 1]"), "search.fidelity.promote": ("number", "(0, 1]"),
-    "search.latency_repeats": ("int", "[1, inf)"), "search.select_tolerance": ("number", "[0, 1]"),
-    "search.heartbeat_interval": ("number", "(0, inf)"), "search.grace_period": ("number", "(0, inf)"),
-}
+#: Every ranged number of the config: dotted key -> (kind, interval), from the schemas (:mod:`psvit.schema`). A
+#: key that a command's config does not have, or that interpolates another key (checked under its own name), is
+#: skipped.
+NUMBERS: dict[str, tuple[str, str]] = ranges()
 
 
 def check_numbers(cfg: DictConfig) -> None:
@@ -64,9 +44,14 @@ def check_numbers(cfg: DictConfig) -> None:
         if (isinstance(value, bool) or not isinstance(value, int if is_int else (int, float))
                 or not (low <= value if interval[0] == "[" else low < value)
                 or not (value <= high if interval[-1] == "]" else value < high)):
-            nullable = " or null" if kind.endswith("?") else ""
-            raise ConfigError(f"{key} must be {'an integer' if is_int else 'a number'} in {interval}{nullable}, "
-                              f"got {value!r}")
+            raise ConfigError(number_error(key, value))
+
+
+def number_error(key: str, value: object) -> str:
+    """The one line for a ranged number ``key`` (of :data:`NUMBERS`) that ``value`` does not fit."""
+    kind, interval = NUMBERS[key]
+    nullable = " or null" if kind.endswith("?") else ""
+    return f"{key} must be {'an integer' if kind.startswith('int') else 'a number'} in {interval}{nullable}, got {value!r}"
 
 
 def compose(config_name: str, options: Mapping[str, Any] | None = None, *,

@@ -31,12 +31,12 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 from psvit.data import remember_splits
 from psvit.errors import ConfigError, PsvitError
 from psvit.cli.interrupt import Interrupted, stop_on_sigterm
-from psvit.config import check_numbers
+from psvit.config import NUMBERS, check_numbers, number_error
 
 Task = Callable[[DictConfig], None]
 R = TypeVar("R")
@@ -147,6 +147,11 @@ def hydra_error_message(exc: Exception) -> str:
     found = _ALREADY_IN_CONFIG.search(text)
     if found:
         return f"{found['key']} is already in the config; write {found['fix']} (without the +)"
+    typed = exc if isinstance(exc, ValidationError) else exc.__cause__
+    if isinstance(typed, ValidationError) and typed.full_key:  # a value the key's schema type refuses
+        if typed.full_key in NUMBERS:
+            return number_error(typed.full_key, typed.value)
+        return f"{typed.full_key}: {_one_line(typed.msg)}"
     if isinstance(exc, OmegaConfBaseException):
         message, key = getattr(exc, "msg", None) or text, getattr(exc, "full_key", None)
         return _one_line(message) + (f" (config key {key})" if key and key not in message else "")
