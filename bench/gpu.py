@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scale import (  # noqa: E402  (bench/scale.py: the search runner, trial split and synthetic folder)
+from scale import (
     PHASES,
     ROOT,
     SPIKFORMER_8_512,
@@ -53,13 +53,13 @@ from scale import (  # noqa: E402  (bench/scale.py: the search runner, trial spl
     synthetic_folder,
 )
 
-from psvit.allocation.uniform import uniform_ratios  # noqa: E402
-from psvit.cost.latency import measure_latency  # noqa: E402
-from psvit.models import create_model  # noqa: E402
-from psvit.prune import list_groups, prune  # noqa: E402
-from psvit.train import Compute  # noqa: E402
-from psvit.train.compiled import for_evaluation  # noqa: E402
-from psvit.train.compute import device_name  # noqa: E402
+from psvit.allocation.uniform import uniform_ratios
+from psvit.cost.latency import measure_latency
+from psvit.models import create_model
+from psvit.prune import list_groups, prune
+from psvit.train import Compute
+from psvit.train.compiled import for_evaluation
+from psvit.train.compute import device_name
 
 PRECISIONS = (None, "bf16")
 MODES = ("eager", "compiled")

@@ -104,8 +104,8 @@ def bench_lif_alone(repeats: int) -> None:
             s_ours, v_ours = run_lif(ours, x)
             s_theirs, v_theirs = run_lif(theirs, x)
             assert torch.equal(s_ours, s_theirs) and torch.equal(v_ours, v_theirs), "LIF outputs differ"
-        t_theirs = best_seconds(lambda: run_lif(theirs, x), repeats)
-        t_ours = best_seconds(lambda: run_lif(ours, x), repeats)
+        t_theirs = best_seconds(lambda theirs=theirs, x=x: run_lif(theirs, x), repeats)
+        t_ours = best_seconds(lambda ours=ours, x=x: run_lif(ours, x), repeats)
         print(f"{label:<26}{t_theirs * 1e3:>16.2f}{t_ours * 1e3:>10.2f}{t_theirs / t_ours:>9.2f}x")
 
 

@@ -21,10 +21,9 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from psvit.allocation import predicted_total_drop
+from psvit.allocation import check_strategy, predicted_total_drop
 from psvit.budget import InfeasibleBudget
 from psvit.data import MNIST_T10K
-from psvit.allocation import check_strategy
 from psvit.report import ResultRow
 from psvit.workflow import Setup, allocate, finish, sensitivity, setup
 

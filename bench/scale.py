@@ -45,7 +45,7 @@ def search(scratch: Path, overrides: list[str], log: Path | None = None) -> tupl
     scratch.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     args = [sys.executable, "-m", "psvit.search", "progress=false", f"hydra.run.dir={scratch / 'out'}", *overrides]
-    out = open(log or scratch / "log.txt", "w")
+    out = open(log or scratch / "log.txt", "w")  # noqa: SIM115 (the child process writes to it until it ends)
     return subprocess.Popen(args, cwd=scratch, env=env, stdout=out, stderr=subprocess.STDOUT, text=True), time.time()
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 import torch_pruning as tp
+from prune_latency import KEEPS, RECALIBRATION_BATCHES, trained_base, uniform_ratios
 from spikingjelly.activation_based import functional
 from torch import nn
 
@@ -38,8 +39,6 @@ from psvit.models.lif import LIFNode
 from psvit.prune import Group, list_groups, prune, recalibrate_bn
 from psvit.train import Compute, evaluate
 from psvit.train.loop import batches
-
-from prune_latency import KEEPS, RECALIBRATION_BATCHES, trained_base, uniform_ratios
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import optuna
@@ -52,7 +52,7 @@ from psvit.workflow import sensitivity as sensitivity_of
 
 #: Labelled images: ``(images [N, C, H, W], labels [N])``, a ``Dataset`` of ``(image, label)`` or a ``DataLoader``
 #: of ``(images, labels)`` batches. Datasets and loaders are read into memory once.
-Data = Union[tuple[torch.Tensor, torch.Tensor], Dataset, DataLoader]
+Data = tuple[torch.Tensor, torch.Tensor] | Dataset | DataLoader
 
 __all__ = ["Data", "SearchResult", "cost_report", "finetune", "prune", "search", "sensitivity"]
 

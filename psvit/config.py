@@ -7,9 +7,8 @@ files with :func:`compose`, so both start from one definition of every option.
 
 from __future__ import annotations
 
-from typing import Any, cast
-
 from collections.abc import Mapping
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException

@@ -23,10 +23,6 @@ def ranged(interval: str) -> Any:
     return field(default=MISSING, metadata={"range": interval})
 
 
-def required() -> Any:
-    return field(default=MISSING)
-
-
 @dataclass
 class TrainSchema:
     epochs: int = ranged("[1, inf)")
@@ -34,7 +30,7 @@ class TrainSchema:
     lr: float = ranged("(0, inf)")
     weight_decay: float = ranged("[0, inf)")
     label_smoothing: float = ranged("[0, 1)")
-    cosine: bool = required()
+    cosine: bool = MISSING
 
 
 @dataclass
@@ -44,18 +40,18 @@ class FinetuneSchema:
     lr: float = ranged("(0, inf)")
     weight_decay: float = ranged("[0, inf)")
     label_smoothing: float = ranged("[0, 1)")
-    cosine: bool = required()
+    cosine: bool = MISSING
     kd_weight: float = ranged("[0, 1]")
     temperature: float = ranged("(0, inf)")
 
 
 @dataclass
 class ComputeSchema:
-    amp: Optional[str] = required()  # noqa: UP045 (OmegaConf reads the annotation at run time)
+    amp: Optional[str] = MISSING
     eval_batch_size: int = ranged("[1, inf)")
-    num_workers: Optional[int] = ranged("[0, inf)")  # noqa: UP045
-    pin_memory: bool = required()
-    compile: bool = required()
+    num_workers: Optional[int] = ranged("[0, inf)")
+    pin_memory: bool = MISSING
+    compile: bool = MISSING
 
 
 @dataclass
@@ -66,19 +62,19 @@ class ConstraintsSchema:
 
 @dataclass
 class PruneSchema:
-    enabled: list[str] = required()
-    importance: str = required()
+    enabled: list[str] = MISSING
+    importance: str = MISSING
     constraints: ConstraintsSchema = field(default_factory=ConstraintsSchema)
-    bits: int = required()
+    bits: int = MISSING
     bn_recalibration_batches: int = ranged("[0, inf)")
 
 
 @dataclass
 class SensitivitySchema:
-    grid: list[float] = required()
+    grid: list[float] = MISSING
     batch_size: int = ranged("[1, inf)")
     val_fraction: float = ranged("(0, 1]")
-    bits: list[int] = required()
+    bits: list[int] = MISSING
 
 
 @dataclass
@@ -89,52 +85,52 @@ class FidelitySchema:
 
 @dataclass
 class SearchSchema:
-    sampler: str = required()
+    sampler: str = MISSING
     n_trials: int = ranged("[1, inf)")
-    study_name: Optional[str] = required()  # noqa: UP045
-    storage: str = required()
+    study_name: Optional[str] = MISSING
+    storage: str = MISSING
     seed: int = ranged("[0, inf)")
     n_startup_trials: int = ranged("[0, inf)")
-    priors: bool = required()
+    priors: bool = MISSING
     prior_tolerance: float = ranged("[0, 1]")
     front_every: int = ranged("[0, inf)")
-    step: Optional[float] = ranged("(0, 1]")  # noqa: UP045
-    repair: bool = required()
-    bits: list[int] = required()
-    recovery_epochs: Optional[int] = ranged("[0, inf)")  # noqa: UP045
+    step: Optional[float] = ranged("(0, 1]")
+    repair: bool = MISSING
+    bits: list[int] = MISSING
+    recovery_epochs: Optional[int] = ranged("[0, inf)")
     fidelity: FidelitySchema = field(default_factory=FidelitySchema)
-    dry_run: bool = required()
-    energy_objective: bool = required()
+    dry_run: bool = MISSING
+    energy_objective: bool = MISSING
     latency_repeats: int = ranged("[1, inf)")
     select_tolerance: float = ranged("[0, 1]")
-    finalize: bool = required()
-    export: bool = required()
-    register_model: Optional[str] = required()  # noqa: UP045
+    finalize: bool = MISSING
+    export: bool = MISSING
+    register_model: Optional[str] = MISSING
     heartbeat_interval: float = ranged("(0, inf)")
     grace_period: float = ranged("(0, inf)")
 
 
 @dataclass
 class MlflowSchema:
-    tracking_uri: str = required()
-    experiment: str = required()
+    tracking_uri: str = MISSING
+    experiment: str = MISSING
 
 
 @dataclass
 class PsvitStrategySchema:
-    name: str = required()
+    name: str = MISSING
     step: float = ranged("(0, 1]")
 
 
 @dataclass
 class LargestFirstStrategySchema:
-    name: str = required()
+    name: str = MISSING
     tolerance: float = ranged("[0, 1]")
 
 
 @dataclass
 class UniformStrategySchema:
-    name: str = required()
+    name: str = MISSING
 
 
 #: ``conf/<group>/<option>.yaml`` -> its schema, stored in Hydra's ConfigStore as ``schema/<group>/<option>``.

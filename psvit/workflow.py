@@ -14,8 +14,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from psvit import allocation, checkpoint
-from psvit.budget import MemoryModel, select_groups
-from psvit.budget import Bits
+from psvit.budget import Bits, MemoryModel, select_groups
 from psvit.config import config_sections
 from psvit.cost import CostReport, cost_report
 from psvit.prune import Group, PruneConstraints, list_groups, prune

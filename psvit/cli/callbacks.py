@@ -17,9 +17,9 @@ class PrepareStores(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from psvit import tracking
-        from psvit.data import remember_splits
         from psvit.cli.launcher import USAGE_EXIT_CODE
         from psvit.cli.search import check_request
+        from psvit.data import remember_splits
         from psvit.errors import PsvitError
         from psvit.search.study import make_storage
 

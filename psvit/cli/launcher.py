@@ -33,10 +33,10 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException, ValidationError
 
-from psvit.data import remember_splits
-from psvit.errors import ConfigError, PsvitError
 from psvit.cli.interrupt import Interrupted, stop_on_sigterm
 from psvit.config import NUMBERS, check_numbers, number_error
+from psvit.data import remember_splits
+from psvit.errors import ConfigError, PsvitError
 
 Task = Callable[[DictConfig], None]
 R = TypeVar("R")

@@ -17,7 +17,6 @@ from psvit.cli.preflight import check_plan
 from psvit.errors import ConfigError
 
 
-
 def check_request(cfg: DictConfig) -> None:
     """Fail fast, before any work or write, on a bad strategy/budget/ratio combination, an unwritable cache or
     store, unknown groups, or a budget the enabled groups cannot reach."""

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from psvit.config import config_sections
 from psvit.cli.launcher import hydra_main
+from psvit.config import config_sections
 
 
 @hydra_main("train")
 def main(cfg: DictConfig) -> None:
-    from psvit.cost import cost_report
     from psvit.cli.preflight import check_outputs
+    from psvit.cost import cost_report
     from psvit.train.base import get_base_model, sample_images
     from psvit.train.compute import Compute
 

@@ -200,7 +200,7 @@ class _MacCounter(TorchDispatchMode):
         product = self.matmul_names[n] if n < len(self.matmul_names) else f"matmul{n}"
         return f"{name}.{product}" if name else product
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         formula = flop_registry.get(func._overloadpacket)

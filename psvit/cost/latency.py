@@ -15,8 +15,8 @@ from spikingjelly.activation_based import functional
 from torch import nn
 from torch.utils.benchmark.utils.timer import timer as synchronized_clock
 
-from psvit.models.inference import measuring
 from psvit.errors import ConfigError
+from psvit.models.inference import measuring
 
 #: Untimed forwards before the timed ones.
 WARMUP = 2

@@ -43,7 +43,7 @@ def _steps(fn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return y.reshape(*x.shape[:2], *y.shape[1:])
 
 
-class MS_SPS(nn.Module):  # noqa: N801  (the official class name)
+class MS_SPS(nn.Module):
     """The stem: four conv-BN stages (LIF after the first three, pooled per ``pooling_stat``) and the rpe."""
 
     def __init__(self, in_channels: int, dims: Sequence[int], pooling_stat: str) -> None:
@@ -74,7 +74,7 @@ class MS_SPS(nn.Module):  # noqa: N801  (the official class name)
         return x + x_feat
 
 
-class MS_SSA_Conv(nn.Module):  # noqa: N801
+class MS_SSA_Conv(nn.Module):
     """Spike-driven self-attention with its membrane shortcut: ``x + proj(q * LIF(sum_tokens(k * v)))``."""
 
     def __init__(self, dim: int, num_heads: int, qkv_dim: int) -> None:
@@ -101,7 +101,7 @@ class MS_SSA_Conv(nn.Module):  # noqa: N801
         return x + _steps(self.proj_bn, _steps(self.proj_conv, q * kv))
 
 
-class MS_MLP_Conv(nn.Module):  # noqa: N801
+class MS_MLP_Conv(nn.Module):
     """``x + BN(fc2(LIF(BN(fc1(LIF(x))))))`` with 1x1 convs."""
 
     def __init__(self, dim: int, hidden: int) -> None:
@@ -118,7 +118,7 @@ class MS_MLP_Conv(nn.Module):  # noqa: N801
         return x + _steps(self.fc2_bn, _steps(self.fc2_conv, self.fc2_lif(y)))
 
 
-class MS_Block_Conv(nn.Module):  # noqa: N801
+class MS_Block_Conv(nn.Module):
     def __init__(self, dim: int, num_heads: int, qkv_dim: int, mlp_dim: int) -> None:
         super().__init__()
         self.attn = MS_SSA_Conv(dim, num_heads, qkv_dim)

@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 from torch import nn
 
-from psvit.models.inference import measuring
 from psvit.errors import ConfigError
+from psvit.models.inference import measuring
 from psvit.prune.groups import Group, Spikes
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]

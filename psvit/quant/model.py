@@ -55,7 +55,7 @@ class _FakeQuantize(nn.Module):
         super().__init__()
         self.bits = bits
 
-    def forward(self, weight):  # noqa: ANN001, ANN201
+    def forward(self, weight):
         return fake_quantize(weight, self.bits)
 
 

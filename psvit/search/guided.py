@@ -34,8 +34,7 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from psvit.allocation import project_to_saving
-from psvit.budget import MemoryModel
-from psvit.budget import quantized_bits
+from psvit.budget import MemoryModel, quantized_bits
 from psvit.search.space import RATIOS_ATTR, SearchSpace, trial_bits, trial_ratios
 from psvit.search.surrogate import AccuracySurrogate, bits_feature, expected_improvement, feature_bits
 from psvit.sensitivity import SensitivityTable

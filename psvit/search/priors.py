@@ -10,8 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from psvit.allocation import sensitivity_greedy, uniform_for_budget
-from psvit.budget import InfeasibleBudget
-from psvit.budget import Bits
+from psvit.budget import Bits, InfeasibleBudget
 from psvit.quant import FLOAT_BITS
 from psvit.search.space import BITS_PREFIX
 from psvit.sensitivity import SensitivityTable

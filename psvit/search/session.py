@@ -16,12 +16,12 @@ from psvit.config import config_sections
 from psvit.errors import PsvitError
 from psvit.search.fidelity import Fidelity
 from psvit.search.front import front_trials, update_front
+from psvit.search.guided import GuidedSampler
 from psvit.search.objective import BASE_ATTR, TrialObjective
 from psvit.search.priors import prior_allocations
-from psvit.search.settings import bit_choices, recovery_epochs
 from psvit.search.runs import parent_run
 from psvit.search.samplers import STRATEGY_SAMPLERS, PriorFirstSampler, base_sampler
-from psvit.search.guided import GuidedSampler
+from psvit.search.settings import bit_choices, recovery_epochs
 from psvit.search.space import SearchSpace, trial_bits, trial_ratios
 from psvit.search.study import check_identity, count, make_storage, open_study, run_trials
 from psvit.search.trial_runs import TrialRuns
@@ -51,7 +51,7 @@ class SearchSession:
         choices = bit_choices(cfg)
         if budget is not None:  # one line, before any evaluation
             s.memory.check_feasible(budget, s.groups, {g.name: min(choices) for g in s.groups})
-        table, cached = sensitivity(s)
+        table, _ = sensitivity(s)
         use_priors = sc.priors or sc.sampler in STRATEGY_SAMPLERS
         priors = prior_allocations(s, table, sc.sampler, budget, sc.n_trials, choices) if use_priors else []
         if sc.sampler == "guided":  # it proposes exact allocations: continuous, the whole range

@@ -38,7 +38,7 @@ def bits_feature(bits: int) -> float:
 
 def feature_bits(value: float) -> int:
     """The bit-width of a :func:`bits_feature` value."""
-    return int(round(2 ** (5 * value)))
+    return round(2 ** (5 * value))
 
 
 def expected_improvement(mu: np.ndarray, sd: np.ndarray, best: float) -> np.ndarray:
