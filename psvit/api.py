@@ -185,7 +185,8 @@ def dataset(data: Data) -> ArrayDataset:
             raise DataError("the data is empty")
         images, labels = torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
     else:
-        raise ConfigError(f"data must be (images, labels) tensors, a Dataset or a DataLoader, got {type(data).__name__}")
+        raise ConfigError("data must be (images, labels) tensors, a Dataset or a DataLoader, "
+                          f"got {type(data).__name__}")
     labels = torch.as_tensor(labels)
     if images.ndim != 4 or labels.ndim != 1 or len(images) != len(labels) or not len(labels):
         raise DataError(f"data must be images [N, C, H, W] with labels [N], N > 0; got {tuple(images.shape)} and "

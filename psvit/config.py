@@ -50,7 +50,8 @@ def number_error(key: str, value: object) -> str:
     """The one line for a ranged number ``key`` (of :data:`NUMBERS`) that ``value`` does not fit."""
     kind, interval = NUMBERS[key]
     nullable = " or null" if kind.endswith("?") else ""
-    return f"{key} must be {'an integer' if kind.startswith('int') else 'a number'} in {interval}{nullable}, got {value!r}"
+    what = "an integer" if kind.startswith("int") else "a number"
+    return f"{key} must be {what} in {interval}{nullable}, got {value!r}"
 
 
 def compose(config_name: str, options: Mapping[str, Any] | None = None, *,

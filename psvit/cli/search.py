@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
 def check_request(cfg: DictConfig) -> float | None:
     """Validate the numeric keys (types and ranges), budget, search settings (:func:`check_settings`) and
-    constraints, then the cache, MLflow and Optuna stores, then the enabled groups and that the budget is reachable at all (from the config and the data,
-    nothing trained); returns the budget."""
+    constraints, then the cache, MLflow and Optuna stores, then the enabled groups and that the budget is
+    reachable at all (from the config and the data, nothing trained); returns the budget."""
     from psvit.budget import check_budget_value
     from psvit.search.settings import bit_choices, check_settings
     from psvit.workflow import compute_of

@@ -95,8 +95,10 @@ def _read_sizes(model_name: str, config: Config, groups: list[Group]) -> _Sizes:
     for _, constant, sized_by in terms:
         totals[sized_by] = totals.get(sized_by, 0) + constant
     axis_group = {(s.key, s.dim): i for i, g in enumerate(groups) for s in g.slices}
-    axes = tuple((name, tuple(-1 - axis_group[name, d] if (name, d) in axis_group else n for d, n in enumerate(p.shape)))
-                 for name, p in meta_model(model_name, config).named_parameters())
+    axes = tuple(
+        (name, tuple(-1 - axis_group[name, d] if (name, d) in axis_group else n for d, n in enumerate(p.shape)))
+        for name, p in meta_model(model_name, config).named_parameters()
+    )
     return _Sizes(tuple((g.config_key, g.index) for g in groups), tuple((c, gs) for gs, c in totals.items()), axes)
 
 

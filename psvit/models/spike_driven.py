@@ -63,7 +63,8 @@ class MS_SPS(nn.Module):
         """``(T, B, C, H, W)`` images to the membrane stream ``(T, B, D, H', W')``."""
         for i in range(3):
             sfx = "" if i == 0 else str(i)
-            x = getattr(self, f"proj_lif{sfx}")(_steps(getattr(self, f"proj_bn{sfx}"), _steps(getattr(self, f"proj_conv{sfx}"), x)))
+            conv, bn = getattr(self, f"proj_conv{sfx}"), getattr(self, f"proj_bn{sfx}")
+            x = getattr(self, f"proj_lif{sfx}")(_steps(bn, _steps(conv, x)))
             if self.pooling_stat[i] == "1":
                 x = _steps(getattr(self, f"maxpool{sfx}"), x)
         x = _steps(self.proj_bn3, _steps(self.proj_conv3, x))
@@ -150,9 +151,11 @@ def resolve_config(
         raise ConfigError(f"model.pooling_stat must be 4 characters of 0/1 (one per stem stage), got {pooling_stat!r}")
     patch_size = check_patch(img_size, patch_size, 2 ** pooling_stat.count("1"), f"pooling_stat {pooling_stat}")
     if int(embed_dim * mlp_ratio) == embed_dim:
-        raise ConfigError("model.mlp_ratio must not give an MLP as wide as embed_dim (its inner residual is not supported)")
+        raise ConfigError("model.mlp_ratio must not give an MLP as wide as embed_dim (its inner residual is not "
+                          "supported)")
     widths = {
-        "sps_dims": [int(w) for w in sps_dims] if sps_dims is not None else [embed_dim // 8, embed_dim // 4, embed_dim // 2],
+        "sps_dims": ([int(w) for w in sps_dims] if sps_dims is not None
+                     else [embed_dim // 8, embed_dim // 4, embed_dim // 2]),
         "qkv_dims": [int(w) for w in qkv_dims] if qkv_dims is not None else [embed_dim] * depth,
         "mlp_dims": [int(w) for w in mlp_dims] if mlp_dims is not None else [int(embed_dim * mlp_ratio)] * depth,
     }
@@ -213,7 +216,8 @@ class SpikeDrivenTransformer(nn.Module):
         self.T = cfg["T"]
         self.patch_embed = MS_SPS(cfg["in_channels"], [*cfg["sps_dims"], cfg["embed_dim"]], cfg["pooling_stat"])
         self.block = nn.ModuleList(
-            MS_Block_Conv(cfg["embed_dim"], cfg["num_heads"], qkv, m) for qkv, m in zip(cfg["qkv_dims"], cfg["mlp_dims"])
+            MS_Block_Conv(cfg["embed_dim"], cfg["num_heads"], qkv, m)
+            for qkv, m in zip(cfg["qkv_dims"], cfg["mlp_dims"])
         )
         self.head_lif = lif()
         self.head = nn.Linear(cfg["embed_dim"], cfg["num_classes"])

@@ -107,5 +107,6 @@ def to_psvit_layout(
     if checkpoint_format == "official":
         return dict(state_dict)
     if model_name != "spikformer" or not is_spikingjelly_spikformer(state_dict):
-        raise CheckpointError(f"not a spikingjelly 2.0 Spikformer checkpoint for a spikformer model (model {model_name!r})")
+        raise CheckpointError("not a spikingjelly 2.0 Spikformer checkpoint for a spikformer model "
+                              f"(model {model_name!r})")
     return convert_state_dict(state_dict, config)

@@ -12,8 +12,9 @@ mean, a GP fitted on every evaluated trial) among a few hundred candidates:
 
 With a budget, most trials target the budget itself; every ``front_every``-th trial (``search.front_every``;
 0: none) targets a larger saving (a low-discrepancy sequence between the budget and 95% of the reachable
-saving) so that the Pareto front is mapped too. Without a budget every trial targets such a level. Another worker's RUNNING trials enter the
-surrogate at their predicted accuracy (the "kriging believer"), so parallel workers spread out.
+saving) so that the Pareto front is mapped too. Without a budget every trial targets such a level. Another
+worker's RUNNING trials enter the surrogate at their predicted accuracy (the "kriging believer"), so parallel
+workers spread out.
 
 **Bit-widths as a second axis** (more than one ``search.bits`` choice): an allocation is a keep ratio and a
 bit-width per group, and the projection moves the widths onto the saving for the bit-widths it is given, so it

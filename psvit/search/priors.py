@@ -84,7 +84,8 @@ def prior_allocations(s: Setup, table: SensitivityTable, sampler: str, budget: f
     else:
         top = s.memory.max_saving(s.groups)
         budgets = [budget] if budget is not None else [f * top for f in FRONT_BUDGETS]
-        allocations = [a for strategy in ("psvit", "uniform") for a in strategy_allocations(s, table, strategy, budgets)]
+        allocations = [a for strategy in ("psvit", "uniform")
+                       for a in strategy_allocations(s, table, strategy, budgets)]
     unique: list[dict[str, float]] = []
     for a in allocations:
         if a not in unique:

@@ -67,7 +67,8 @@ logging.getLogger(optuna.study._optimize.__name__).addFilter(_QuietInterruptedTr
 def make_storage(url: str, heartbeat_interval: int = 10, grace_period: int = 30) -> RDBStorage:
     """An RDB storage with heartbeats and one retry of each trial whose worker fell silent."""
     if not url.startswith(RDB_PREFIXES):
-        raise ConfigError(f"search.storage must be an RDB URL (e.g. sqlite:///optuna.db, postgresql://...), got {url!r}")
+        raise ConfigError("search.storage must be an RDB URL (e.g. sqlite:///optuna.db, postgresql://...), "
+                          f"got {url!r}")
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {}
     try:
         return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
