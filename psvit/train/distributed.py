@@ -29,6 +29,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from psvit.errors import ConfigError
+
 #: How long a rank waits for the others in a collective (rank 0 evaluates the validation split alone).
 TIMEOUT = timedelta(hours=2)
 
@@ -50,7 +52,11 @@ def init_from_env(device: torch.device) -> torch.device:
     if not launched():
         return device
     if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if local >= torch.cuda.device_count():
+            raise ConfigError(f"process {local} of this node has no GPU: torchrun started more processes per node "
+                              f"than its {torch.cuda.device_count()} GPU(s); lower --nproc_per_node or use device=cpu")
+        device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"

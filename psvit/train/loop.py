@@ -229,8 +229,8 @@ class StepStatistics:
                 for buffer, total in zip(self.buffers, self.sums):
                     buffer.copy_(total / self.micro_batches if total.is_floating_point()
                                  else total // self.micro_batches)
-            if self.world > 1:
-                distributed.all_reduce_mean(self.buffers)
+            if self.world > 1:  # num_batches_tracked is the same on every rank
+                distributed.all_reduce_mean([b for b in self.buffers if b.is_floating_point()])
 
 
 def best_epoch(history: list[dict[str, float]]) -> dict[str, float]:
