@@ -37,6 +37,7 @@ class TrainSchema:
 class FinetuneSchema:
     epochs: int = ranged("[0, inf)")
     batch_size: int = ranged("[1, inf)")
+    accumulate: int = ranged("[1, inf)")
     lr: float = ranged("(0, inf)")
     weight_decay: float = ranged("[0, inf)")
     label_smoothing: float = ranged("[0, 1)")

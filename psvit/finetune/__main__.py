@@ -1,0 +1,3 @@
+from psvit.cli.finetune import main
+
+main()
