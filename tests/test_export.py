@@ -166,6 +166,7 @@ def test_quantized_checkpoint_exports_integer_weights(family: str, bits: int, dt
     graph, dequantized = integer_weights(done.path)
     assert len(dequantized) == len(layers) and set(dequantized.values()) == {dtype}  # every quantized layer
     assert next(o.version for o in graph.opset_import if o.domain == "") == opset
+    onnx.checker.check_model(graph, full_check=True)  # a valid file of that opset (types, shapes)
     floats = [numpy_helper.to_array(i) for i in graph.graph.initializer if i.data_type == onnx.TensorProto.FLOAT]
     for name in layers:  # no quantized weight is left in float32 (as it is, or transposed for MatMul)
         w = model.get_submodule(name).weight.detach().numpy()
