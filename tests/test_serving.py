@@ -145,8 +145,9 @@ def test_a_parity_failure_is_reported_and_logged_and_the_search_succeeds(searche
     prints and logs it, still logs the MLflow Model, and ends with exit code 0 and its parent run FINISHED."""
     import mlflow
 
-    args = [sys.executable, "-m", "psvit.search", *TINY, "+budget=0.3", "search.n_trials=2", "search.n_startup_trials=1",
-            "search.latency_repeats=1", "search.export=true", "++search.parity.min_top1_model=1.01"]
+    args = [sys.executable, "-m", "psvit.search", *TINY, "+budget=0.3", "search.n_trials=2",
+            "search.n_startup_trials=1", "search.latency_repeats=1", "search.export=true",
+            "++search.parity.min_top1_model=1.01"]
     run = subprocess.run(args, cwd=tmp_path, env=searched.env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, f"{run.stdout}\n{run.stderr}"  # the cache is warm: the searched fixture's base
     failure = "top-1 agreement 100.00% < 101% vs the psvit model"
