@@ -38,8 +38,6 @@ def export_tolerance(cfg: DictConfig) -> Tolerance:
     given = OmegaConf.to_container(given, resolve=True) if given is not None else {}
     known = asdict(Tolerance())
     for key, value in given.items():
-        if key == "images":
-            continue
         if key not in known:
             raise ConfigError(f"search.parity.{key} is not a parity tolerance ({', '.join(known)})")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
