@@ -12,12 +12,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from helpers import calibrated
 from onnx import numpy_helper
 
 import psvit
-from helpers import calibrated
 from psvit.data import build_splits
-from psvit.export import ExportError, Exported, Tolerance, export_model, export_onnx, exportable, verify
+from psvit.export import Exported, ExportError, Tolerance, export_model, export_onnx, exportable, verify
 from psvit.export.parity import onnx_runner
 from psvit.export.quantized import INTEGER_TYPES, runtime_runs
 from psvit.models import create_model

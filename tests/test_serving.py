@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import TINY
 
 import psvit
-from helpers import TINY
 from psvit.data import build_splits
 from psvit.train import predict
 
@@ -196,10 +196,9 @@ def serving(searched: Searched, log: Path, startup: float = 240) -> Iterator[str
         while True:
             assert proc.poll() is None, f"the server exited ({proc.returncode}):\n{log.read_text()}"
             assert time.monotonic() < deadline, f"no answer on {url}/ping in {startup} s:\n{log.read_text()}"
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{url}/ping", timeout=5) as response:
-                    if response.status == 200:
-                        break
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/ping", timeout=5) as response:
+                if response.status == 200:
+                    break
             time.sleep(1)
         yield url
     finally:

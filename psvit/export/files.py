@@ -67,7 +67,7 @@ def _export_onnx(graph: nn.Module, tmp: Path, example: torch.Tensor) -> tuple[st
                               output_names=[OUTPUT], dynamic_shapes=({0: torch.export.Dim("batch")},),
                               external_data=False, verbose=False)
         return f"torch.onnx dynamo exporter (torch {torch.__version__})", ()
-    except Exception as exc:  # noqa: BLE001  (any failure of the new exporter: fall back, say why)
+    except Exception as exc:
         why = f"the dynamo exporter failed ({type(exc).__name__}: {_first_line(exc)})"
     tmp.unlink(missing_ok=True)
     try:
@@ -75,7 +75,7 @@ def _export_onnx(graph: nn.Module, tmp: Path, example: torch.Tensor) -> tuple[st
             torch.onnx.export(graph, (example,), str(tmp), dynamo=False, input_names=[INPUT],
                               output_names=[OUTPUT], opset_version=LEGACY_OPSET,
                               dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ExportError(f"cannot export to ONNX: {why}; the legacy exporter failed too "
                           f"({type(exc).__name__}: {_first_line(exc)})") from None
     return "torch.onnx legacy TorchScript exporter", (f"{why}; used the legacy exporter",)
@@ -89,7 +89,7 @@ def write_pt2(graph: nn.Module, path: str | os.PathLike, example: torch.Tensor) 
         with _quiet():
             # Dim.DYNAMIC: a named Dim trips on a guard torch cannot prove for every batch size (pruned SDT stems)
             program = torch.export.export(graph, (example,), dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ExportError(f"torch.export failed ({type(exc).__name__}: {_first_line(exc)})") from None
     with _atomic(path) as tmp:
         torch.export.save(program, tmp)

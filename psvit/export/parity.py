@@ -85,7 +85,7 @@ def onnx_session(path: str | os.PathLike, threads: int | None = None):
         options.add_session_config_entry(key, value)
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001  (onnxruntime raises its own types for a bad file)
+    except Exception as exc:
         raise ExportError(f"onnxruntime cannot load {path}: {str(exc).strip().splitlines()[0][:300]}") from None
 
 
