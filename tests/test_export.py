@@ -1,5 +1,6 @@
-"""Export out of psvit: ONNX (checked in onnxruntime) and pt2 for both families, pruned and unpruned; a wrong
-graph fails the parity check; a checkpoint that does not record its data is a one-line CLI error."""
+"""Export out of psvit: ONNX (checked in onnxruntime) and pt2 for both families, pruned and unpruned; quantized
+checkpoints export integer weights with DequantizeLinear; a wrong graph fails the parity check; a checkpoint that
+does not record its data is a one-line CLI error."""
 
 from __future__ import annotations
 
@@ -11,15 +12,17 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from helpers import calibrated
 from onnx import numpy_helper
 
 import psvit
-from helpers import calibrated
 from psvit.data import build_splits
-from psvit.export import ExportError, Exported, Tolerance, export_model, export_onnx, exportable, verify
+from psvit.export import Exported, ExportError, Tolerance, export_model, export_onnx, exportable, verify
 from psvit.export.parity import onnx_runner
+from psvit.export.quantized import INTEGER_TYPES, runtime_runs
 from psvit.models import create_model
 from psvit.prune import list_groups, prune
+from psvit.quant import layers_for, quantization, quantize_weights
 from psvit.train import predict
 
 FAMILIES = {"spikformer": {"variant": "cifar", "num_heads": 2}, "sdt": {"num_heads": 2}}
@@ -129,3 +132,91 @@ def test_cli_needs_a_checkpoint_that_records_its_data(images: torch.Tensor, tmp_
         run = subprocess.run([sys.executable, "-m", "psvit.export", f"checkpoint={old}", bad], cwd=tmp_path,
                              capture_output=True, text=True, timeout=300)
         assert run.returncode == 2 and run.stderr.startswith(f"error: {message}"), run.stderr
+
+
+def quantized_checkpoint(family: str, images: torch.Tensor, bits: dict[str, int] | int, folder: Path) -> Path:
+    """The tiny pruned model of ``family`` quantized at ``bits`` (per group, or one for all), saved by psvit (the
+    ``psvit-checkpoint/quantized-1`` format: codes packed, BatchNorm folded into the scales)."""
+    model = tiny(family, images, pruned=True)
+    groups = list_groups(model)
+    bits = bits if isinstance(bits, dict) else {g.name: bits for g in groups}
+    path = folder / f"{family}-{'-'.join(map(str, sorted(set(bits.values()))))}.pt"
+    return psvit.save(quantize_weights(model, layers_for(groups, bits)), path)
+
+
+def integer_weights(path: Path) -> tuple[onnx.ModelProto, dict[str, str]]:
+    """The ONNX model at ``path`` and, for each DequantizeLinear output, the data type of its integer input."""
+    model = onnx.load(str(path))
+    types = {init.name: onnx.TensorProto.DataType.Name(init.data_type) for init in model.graph.initializer}
+    return model, {n.output[0]: types[n.input[0]] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+
+
+@pytest.mark.parametrize(("family", "bits", "dtype", "opset"), [
+    ("spikformer", 4, "INT4", 21), ("sdt", 8, "INT8", 20), ("spikformer", 3, "INT4", 21), ("sdt", 2, "INT2", 25)])
+def test_quantized_checkpoint_exports_integer_weights(family: str, bits: int, dtype: str, opset: int,
+                                                       images: torch.Tensor, tmp_path: Path) -> None:
+    if dtype == "INT2" and not runtime_runs(INTEGER_TYPES[0]):
+        pytest.skip("this onnxruntime runs no INT2 DequantizeLinear (opset 25)")
+    model = psvit.load(quantized_checkpoint(family, images, bits, tmp_path))
+    layers = quantization(model)
+    assert layers and set(layers.values()) == {bits}
+    done = export_onnx(model, tmp_path / "q.onnx", images)  # parity checked (strict): max |dlogit| <= 1e-4
+    p = done.parity
+    assert p.max_abs_graph <= 1e-4 and p.top1_graph == 1.0 and p.top1_model >= 0.99 and not done.failures
+    graph, dequantized = integer_weights(done.path)
+    assert len(dequantized) == len(layers) and set(dequantized.values()) == {dtype}  # every quantized layer
+    assert next(o.version for o in graph.opset_import if o.domain == "") == opset
+    onnx.checker.check_model(graph, full_check=True)  # a valid file of that opset (types, shapes)
+    floats = [numpy_helper.to_array(i) for i in graph.graph.initializer if i.data_type == onnx.TensorProto.FLOAT]
+    for name in layers:  # no quantized weight is left in float32 (as it is, or transposed for MatMul)
+        w = model.get_submodule(name).weight.detach().numpy()
+        assert not any(a.size == w.size and (np.array_equal(a, w) or np.array_equal(a, w.T)) for a in floats)
+    # the integers are the codes psvit stores: DequantizeLinear gives back exactly the torch graph's weights
+    reference = exportable(model)
+    run = onnx_runner(done.path)
+    assert np.array_equal(run(images[:16].numpy()), reference(images[:16]).numpy())
+    stored = done.written.weights
+    assert stored.file_bytes == done.path.stat().st_size < stored.float_bytes
+    container = {"INT2": 2, "INT4": 4, "INT8": 8}[dtype]
+    weights = [model.get_submodule(name).weight for name in layers]
+    assert stored.float_weight_bytes == sum(4 * w.numel() for w in weights)
+    assert stored.weight_bytes == sum(-(-w.numel() * container // 8) + 4 * len(w) for w in weights)  # + scales
+    assert stored.float_bytes - stored.file_bytes >= 0.9 * (stored.float_weight_bytes - stored.weight_bytes)
+    text = done.format().splitlines()
+    assert text[2] == (f"integer weights (DequantizeLinear, ONNX opset {opset}): {dtype.lower()} for {bits}-bit "
+                       f"groups {','.join(dict.fromkeys(g.name for g in list_groups(model)))}")
+    assert text[3].startswith("onnx file: ") and "(float export: " in text[3]
+
+
+def test_mixed_bit_widths_and_float_groups(images: torch.Tensor, tmp_path: Path) -> None:
+    base = tiny("spikformer", images, pruned=True)
+    names = [g.name for g in list_groups(base)]
+    plan = dict(zip(names, [2, 3, 4, 6, 8, 32] * 2))
+    model = psvit.load(quantized_checkpoint("spikformer", images, plan, tmp_path))
+    done = export_onnx(model, tmp_path / "mixed.onnx", images)
+    assert done.parity.max_abs_graph <= 1e-4 and done.parity.top1_graph == 1.0
+    _, dequantized = integer_weights(done.path)
+    assert len(dequantized) == len(quantization(model))
+    want = {"INT2": 2, "INT4": 3, "INT8": 6} if runtime_runs(INTEGER_TYPES[0]) else {"INT4": 2, "INT8": 6}
+    by_type = {label: {q.bits for q in layers} for label, layers in done.written.weights.integer.items()}
+    assert {label.upper(): min(b) for label, b in by_type.items()} == want  # each width in the narrowest type
+    assert set().union(*by_type.values()) == {2, 3, 4, 6, 8}  # groups at 32 bits are not quantized: float
+
+
+def test_max_opset_narrows_the_integer_types_and_says_what_stays_float(images: torch.Tensor,
+                                                                       tmp_path: Path) -> None:
+    model = psvit.load(quantized_checkpoint("spikformer", images, 2, tmp_path))
+    groups = ",".join(dict.fromkeys(g.name for g in list_groups(model)))
+    # a runtime of opset 21: no INT2, so the 2-bit codes go in INT4, exactly
+    done = export_onnx(model, tmp_path / "opset21.onnx", images[:32], max_opset=21)
+    graph, dequantized = integer_weights(done.path)
+    assert set(dequantized.values()) == {"INT4"} and graph.opset_import[0].version == 21
+    assert done.parity.max_abs_graph <= 1e-4
+    # below opset 13, DequantizeLinear has no per-channel scales: the weights stay float, and the export says so
+    done = export_onnx(model, tmp_path / "opset12.onnx", images[:32], max_opset=12)
+    graph, dequantized = integer_weights(done.path)
+    assert not dequantized and done.parity.max_abs_graph <= 1e-4
+    note = (f"note: weights of groups {groups} at 2 bits stored as float (no ONNX integer type for 2-bit codes "
+            f"within opset 12 that onnxruntime {__import__('onnxruntime').__version__} runs)")
+    assert note in done.format().splitlines()
+    assert done.written.weights.file_bytes == done.written.weights.float_bytes

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import TINY
 
 import psvit
-from helpers import TINY
 from psvit.data import build_splits
 from psvit.train import predict
 
@@ -140,6 +140,30 @@ def test_export_cli_on_the_searchs_checkpoint(searched: Searched, tmp_path: Path
     assert latency["onnxruntime"][0] <= latency["torch eager"][0]  # the goal: batch 1 at least as fast as eager
 
 
+def test_a_parity_failure_is_reported_and_logged_and_the_search_succeeds(searched: Searched, tmp_path: Path) -> None:
+    """An impossible tolerance (top-1 agreement above 100%) makes the chosen model's parity check fail: the search
+    prints and logs it, still logs the MLflow Model, and ends with exit code 0 and its parent run FINISHED."""
+    import mlflow
+
+    args = [sys.executable, "-m", "psvit.search", *TINY, "+budget=0.3", "search.n_trials=2",
+            "search.n_startup_trials=1", "search.latency_repeats=1", "search.export=true",
+            "++search.parity.min_top1_model=1.01"]
+    run = subprocess.run(args, cwd=tmp_path, env=searched.env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, f"{run.stdout}\n{run.stderr}"  # the cache is warm: the searched fixture's base
+    failure = "top-1 agreement 100.00% < 101% vs the psvit model"
+    assert f"parity FAILED: {failure}" in run.stdout.splitlines()
+    checkpoint = Path(re.search(r"^pruned checkpoint: (.+)$", run.stdout, re.MULTILINE)[1])
+    assert checkpoint.with_suffix(".onnx").is_file()  # the file stays, for inspection
+    run_id = re.search(r"^MLflow Model: models:/\S+ \(pyfunc, logged to run (\w+)\)$", run.stdout, re.MULTILINE)[1]
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parent = client.get_run(run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["psvit.export"] == f"parity failed: {failure}"
+    assert parent.data.metrics["parity_top1_model"] == 1.0 and parent.data.metrics["parity_max_abs_logit"] <= 1e-4
+    assert {a.path for a in client.list_artifacts(run_id, "final_model")} == {"final_model/pruned.pt",
+                                                                              "final_model/pruned.onnx"}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -172,10 +196,9 @@ def serving(searched: Searched, log: Path, startup: float = 240) -> Iterator[str
         while True:
             assert proc.poll() is None, f"the server exited ({proc.returncode}):\n{log.read_text()}"
             assert time.monotonic() < deadline, f"no answer on {url}/ping in {startup} s:\n{log.read_text()}"
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{url}/ping", timeout=5) as response:
-                    if response.status == 200:
-                        break
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/ping", timeout=5) as response:
+                if response.status == 200:
+                    break
             time.sleep(1)
         yield url
     finally:

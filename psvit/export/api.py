@@ -31,8 +31,9 @@ class Exported:
 
     def format(self) -> str:
         """What the command prints: ``<format>: <path>``, the exporter, its notes, parity and latency."""
+        weights = self.written.weights.lines() if self.written.weights else []
         lines = [f"{self.written.format}: {self.path}", f"exporter: {self.written.exporter}",
-                 *(f"note: {n}" for n in self.written.notes), self.parity.format(),
+                 *(f"note: {n}" for n in self.written.notes), *weights, self.parity.format(),
                  *(f"parity FAILED: {f}" for f in self.failures)]
         return "\n".join(lines + ([self.latency.format()] if self.latency else []))
 
@@ -50,17 +51,20 @@ def verify(path: str | os.PathLike, fmt: str, model: nn.Module, images: torch.Te
 
 def export_model(model: nn.Module, path: str | os.PathLike, images: torch.Tensor, *, fmt: str = "onnx",
                  fold_bn: bool = True, tol: Tolerance | None = None, latency_batches: tuple[int, ...] = (),
-                 repeats: int = 10, compiled: bool = False, strict: bool = True, progress: bool = False) -> Exported:
+                 repeats: int = 10, compiled: bool = False, strict: bool = True, progress: bool = False,
+                 max_opset: int | None = None) -> Exported:
     """Export psvit ``model`` to ``path`` (``fmt``: ``onnx`` or ``pt2``), check parity on ``images`` (real,
     preprocessed inputs) and, for each of ``latency_batches``, time it beside torch eager (and compiled).
 
     Off-tolerance parity is a one-line :class:`~psvit.export.ExportError` (the file stays written); with
-    ``strict=False`` it is returned in ``failures`` instead. ``progress`` shows a bar over the three steps."""
+    ``strict=False`` it is returned in ``failures`` instead. ``progress`` shows a bar over the three steps.
+    A quantized model's ONNX file stores its weights as integers with ``DequantizeLinear``
+    (:mod:`psvit.export.quantized`); ``max_opset`` bounds the ONNX opset those integer types may need."""
     tol = tol or Tolerance()
     steps = tqdm(total=3 if latency_batches else 2, desc=f"export {fmt}", unit="step", disable=not progress or None)
     with steps:
         graph = exportable(model, fold_bn=fold_bn)
-        written = write_file(graph, path, images, fmt)
+        written = write_file(graph, path, images, fmt, max_opset=max_opset)
         steps.update()
         steps.set_description(f"parity on {len(images)} images")
         parity = verify(written.path, fmt, model, images, tol=tol, strict=strict, graph=graph)

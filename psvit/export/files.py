@@ -2,7 +2,8 @@
 
 ONNX uses the exporter current torch recommends, ``torch.onnx.export(..., dynamo=True)`` (it needs
 ``onnxscript``), and falls back to the legacy TorchScript exporter only when that one fails, saying why. Both
-routes keep the batch dimension dynamic; the ``T`` time steps are unrolled. Files are written atomically.
+routes keep the batch dimension dynamic; the ``T`` time steps are unrolled. A quantized model's ONNX file holds
+its integer weights (:mod:`psvit.export.quantized`). Files are written atomically.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import torch
 from torch import nn
 
 from psvit.export.graph import ExportError
+from psvit.export.quantized import ATTR as QUANT_ATTR
+from psvit.export.quantized import StoredWeights, store_integer_weights
 
 FORMATS = ("onnx", "pt2")
 SUFFIX = {"onnx": ".onnx", "pt2": ".pt2"}
@@ -30,39 +33,52 @@ LEGACY_OPSET = 17
 
 @dataclass(frozen=True)
 class Written:
-    """An exported file, the exporter that wrote it and what the user should know about how (fallbacks)."""
+    """An exported file, the exporter that wrote it and what the user should know about how (fallbacks); for a
+    quantized model's ONNX file, how its weights were stored (:class:`~psvit.export.quantized.StoredWeights`)."""
 
     path: Path
     format: str
     exporter: str
     notes: tuple[str, ...] = ()
+    weights: StoredWeights | None = None
 
 
-def write_onnx(graph: nn.Module, path: str | os.PathLike, example: torch.Tensor) -> Written:
+def write_onnx(graph: nn.Module, path: str | os.PathLike, example: torch.Tensor, *,
+               max_opset: int | None = None) -> Written:
     """Write ``graph`` (from :func:`psvit.export.exportable`) as ONNX with a dynamic batch dimension.
 
-    ``example`` is an image batch of the model's input shape (2+ images, so the batch is not specialized)."""
+    ``example`` is an image batch of the model's input shape (2+ images, so the batch is not specialized). A
+    quantized model's weights are stored as integers with ``DequantizeLinear``
+    (:func:`~psvit.export.quantized.store_integer_weights`; ``max_opset`` bounds the opset that needs)."""
     path = Path(path)
     example = _batch_of_two(example)
+    weights = getattr(graph, QUANT_ATTR, None)
     with _atomic(path) as tmp:
-        try:
-            with _quiet():
-                torch.onnx.export(graph, (example,), str(tmp), dynamo=True, input_names=[INPUT],
-                                  output_names=[OUTPUT], dynamic_shapes=({0: torch.export.Dim("batch")},),
-                                  external_data=False, verbose=False)
-            return Written(path, "onnx", f"torch.onnx dynamo exporter (torch {torch.__version__})")
-        except Exception as exc:  # noqa: BLE001  (any failure of the new exporter: fall back, say why)
-            why = f"the dynamo exporter failed ({type(exc).__name__}: {_first_line(exc)})"
-        tmp.unlink(missing_ok=True)
-        try:
-            with _quiet():
-                torch.onnx.export(graph, (example,), str(tmp), dynamo=False, input_names=[INPUT],
-                                  output_names=[OUTPUT], opset_version=LEGACY_OPSET,
-                                  dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
-        except Exception as exc:  # noqa: BLE001
-            raise ExportError(f"cannot export to ONNX: {why}; the legacy exporter failed too "
-                              f"({type(exc).__name__}: {_first_line(exc)})") from None
-        return Written(path, "onnx", "torch.onnx legacy TorchScript exporter", (f"{why}; used the legacy exporter",))
+        exporter, notes = _export_onnx(graph, tmp, example)
+        stored = store_integer_weights(tmp, weights, max_opset) if weights else None
+    return Written(path, "onnx", exporter, notes, stored)
+
+
+def _export_onnx(graph: nn.Module, tmp: Path, example: torch.Tensor) -> tuple[str, tuple[str, ...]]:
+    """The dynamo exporter, else the legacy one (saying why); the exporter's name and the notes."""
+    try:
+        with _quiet():
+            torch.onnx.export(graph, (example,), str(tmp), dynamo=True, input_names=[INPUT],
+                              output_names=[OUTPUT], dynamic_shapes=({0: torch.export.Dim("batch")},),
+                              external_data=False, verbose=False)
+        return f"torch.onnx dynamo exporter (torch {torch.__version__})", ()
+    except Exception as exc:
+        why = f"the dynamo exporter failed ({type(exc).__name__}: {_first_line(exc)})"
+    tmp.unlink(missing_ok=True)
+    try:
+        with _quiet():
+            torch.onnx.export(graph, (example,), str(tmp), dynamo=False, input_names=[INPUT],
+                              output_names=[OUTPUT], opset_version=LEGACY_OPSET,
+                              dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
+    except Exception as exc:
+        raise ExportError(f"cannot export to ONNX: {why}; the legacy exporter failed too "
+                          f"({type(exc).__name__}: {_first_line(exc)})") from None
+    return "torch.onnx legacy TorchScript exporter", (f"{why}; used the legacy exporter",)
 
 
 def write_pt2(graph: nn.Module, path: str | os.PathLike, example: torch.Tensor) -> Written:
@@ -73,18 +89,21 @@ def write_pt2(graph: nn.Module, path: str | os.PathLike, example: torch.Tensor) 
         with _quiet():
             # Dim.DYNAMIC: a named Dim trips on a guard torch cannot prove for every batch size (pruned SDT stems)
             program = torch.export.export(graph, (example,), dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ExportError(f"torch.export failed ({type(exc).__name__}: {_first_line(exc)})") from None
     with _atomic(path) as tmp:
         torch.export.save(program, tmp)
     return Written(path, "pt2", f"torch.export (torch {torch.__version__})")
 
 
-def write_file(graph: nn.Module, path: str | os.PathLike, example: torch.Tensor, fmt: str) -> Written:
-    """:func:`write_onnx` or :func:`write_pt2`, by ``fmt``."""
+def write_file(graph: nn.Module, path: str | os.PathLike, example: torch.Tensor, fmt: str, *,
+               max_opset: int | None = None) -> Written:
+    """:func:`write_onnx` (with ``max_opset``) or :func:`write_pt2`, by ``fmt``."""
     if fmt not in FORMATS:
         raise ExportError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    return (write_onnx if fmt == "onnx" else write_pt2)(graph, path, example)
+    if fmt == "onnx":
+        return write_onnx(graph, path, example, max_opset=max_opset)
+    return write_pt2(graph, path, example)
 
 
 def _batch_of_two(example: torch.Tensor) -> torch.Tensor:

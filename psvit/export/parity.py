@@ -65,17 +65,27 @@ class Parity:
                 "parity_max_abs_logit_model": self.max_abs_model, "parity_top1_model": self.top1_model}
 
 
+#: onnxruntime session settings psvit runs its ONNX files with. By default onnxruntime fuses a quantized model's
+#: ``DequantizeLinear`` into the ``MatMul`` it feeds (``MatMulNBits``), whose sums differ from the float graph's
+#: (at its default accuracy level it quantizes the activations to int8; its 2-bit kernel differs at every level):
+#: enough to flip spikes. With QDQ transforms off, onnxruntime dequantizes the weights once, at load, and runs
+#: the float graph the file defines.
+SESSION_CONFIG = {"session.disable_quant_qdq": "1"}
+
 def onnx_session(path: str | os.PathLike, threads: int | None = None):
-    """An onnxruntime CPU session of ``path``, with ``threads`` intra-op threads (default: torch's count)."""
+    """An onnxruntime CPU session of ``path``, with ``threads`` intra-op threads (default: torch's count) and
+    :data:`SESSION_CONFIG`."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    for key, value in SESSION_CONFIG.items():
+        options.add_session_config_entry(key, value)
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001  (onnxruntime raises its own types for a bad file)
+    except Exception as exc:
         raise ExportError(f"onnxruntime cannot load {path}: {str(exc).strip().splitlines()[0][:300]}") from None
 
 

@@ -128,4 +128,14 @@ def estimate_search(cfg: DictConfig) -> Estimate:
     epochs = finetune_cfg["epochs"]
     stages["fine-tune"] = ((epochs * n_train * step + (epochs + 1) * n_val * infer + 2 * n_test * infer
                             + report_forward_images(n_sample) * infer) if sc.finalize else 0.0)
+    if sc.finalize and sc.get("export", False):
+        # the chosen model out (psvit.search.publish): tracing the ONNX graph, ~8 s per block on a 2-core CPU
+        # (measured: 16 s for the default model, depth 2; 60-80 s with parity for Spikformer-8-512), parity on up
+        # to 256 test images in three runtimes, latency at batch 1 and 64 (2 warm-up + latency_repeats forwards,
+        # torch eager and onnxruntime), and the MLflow Model (~1 s). publish.PARITY_IMAGES and LATENCY_BATCHES
+        # (not imported: that module's imports are the search's end, not its start)
+        parity_images, latency_batches = 256, (1, 64)
+        timed = 2 * (2 + int(sc.latency_repeats)) * sum(latency_batches)
+        stages["export"] = (8.0 * int(model.config.get("depth", 2)) + 1.0
+                            + (3 * min(parity_images, n_test) + timed) * infer)
     return Estimate(device_name(compute.device), infer, train, stages)

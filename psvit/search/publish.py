@@ -7,14 +7,17 @@ A failed export or an off-tolerance parity is reported (printed, and logged as t
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial
 
 from psvit import tracking
-from psvit.export import ExportError, export_onnx
+from psvit.errors import ConfigError
+from psvit.export import ExportError, Tolerance, export_onnx
 from psvit.export.mlflow_model import log_model, register
 from psvit.workflow import Finished
 
@@ -25,6 +28,21 @@ if TYPE_CHECKING:
 PARITY_IMAGES = 256
 LATENCY_BATCHES = (1, 64)
 EXPORT_TAG = "psvit.export"
+
+
+def export_tolerance(cfg: DictConfig) -> Tolerance:
+    """The parity tolerances of the search's export: ``search.parity.*`` (the keys of ``python -m psvit.export``'s
+    ``parity``: ``max_abs_logit``, ``min_top1_graph``, ``min_top1_model``) over :class:`~psvit.export.Tolerance`'s
+    defaults."""
+    given = OmegaConf.select(cfg, "search.parity", default=None)
+    given = OmegaConf.to_container(given, resolve=True) if given is not None else {}
+    known = asdict(Tolerance())
+    for key, value in given.items():
+        if key not in known:
+            raise ConfigError(f"search.parity.{key} is not a parity tolerance ({', '.join(known)})")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(f"search.parity.{key} must be a number >= 0, got {value!r}")
+    return Tolerance(**{**known, **{k: float(v) for k, v in given.items() if k in known}})
 
 
 def registry_tags(session: SearchSession, done: Finished, trial: FrozenTrial) -> dict[str, Any]:
@@ -45,8 +63,9 @@ def publish(session: SearchSession, done: Finished, trial: FrozenTrial, out_dir:
     onnx = None
     try:
         exported = export_onnx(done.model, out_dir / "pruned.onnx", images, latency_batches=LATENCY_BATCHES,
-                               repeats=cfg.search.latency_repeats, strict=False, progress=cfg.progress)
-    except ExportError as exc:
+                               repeats=cfg.search.latency_repeats, strict=False, progress=cfg.progress,
+                               tol=export_tolerance(cfg))
+    except (ExportError, ConfigError) as exc:
         lines.append(f"export failed (the search goes on): {exc}")
         tracking.set_tags({EXPORT_TAG: f"failed: {exc}"}, run_id=pid)
     else:
