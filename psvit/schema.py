@@ -85,6 +85,13 @@ class FidelitySchema:
 
 
 @dataclass
+class ParityToleranceSchema:
+    max_abs_logit: float = ranged("[0, inf)")
+    min_top1_graph: float = ranged("[0, inf)")  # as python -m psvit.export: above 1 never passes
+    min_top1_model: float = ranged("[0, inf)")
+
+
+@dataclass
 class SearchSchema:
     sampler: str = MISSING
     n_trials: int = ranged("[1, inf)")
@@ -107,6 +114,7 @@ class SearchSchema:
     finalize: bool = MISSING
     export: bool = MISSING
     register_model: Optional[str] = MISSING
+    parity: ParityToleranceSchema = field(default_factory=ParityToleranceSchema)
     heartbeat_interval: float = ranged("(0, inf)")
     grace_period: float = ranged("(0, inf)")
 

@@ -5,8 +5,9 @@ inference forward (at the evaluation batch size, capped) and of a training step 
 stage of the search is then a count of images times one of them: base training (if not cached), the sensitivity
 cells (if not cached; the bits grid's too), the prior and search trials at their fidelities with their recovery
 epochs (each training step also runs the distillation teacher's forward) and the cost report of every
-full-fidelity trial, and the final fine-tune (teacher forwards, a validation pass per epoch) and its cost report.
-Pruning and logging are not counted, so the estimate is a lower bound when models are small (see
+full-fidelity trial, the final fine-tune (teacher forwards, a validation pass per epoch) and its cost report, and
+(``search.export``) the chosen model's export, parity and latency checks and MLflow Model. Pruning and logging
+are not counted, so the estimate is a lower bound when models are small (see
 ``bench/scale.py``).
 """
 
@@ -24,9 +25,9 @@ from psvit.budget import select_groups
 from psvit.config import config_sections
 from psvit.cost import report_forward_images
 from psvit.models import create_model
-from psvit.prune import PruneConstraints, list_groups
-from psvit.search.settings import bit_choices, recovery_epochs
+from psvit.prune import list_groups
 from psvit.search.samplers import STRATEGY_SAMPLERS
+from psvit.search.settings import bit_choices, recovery_epochs
 from psvit.sensitivity import sensitivity_cache_path
 from psvit.train.base import base_cache_path, base_splits, model_config, sample_size
 from psvit.train.compute import Compute, device_name

@@ -159,8 +159,8 @@ def study_identity(cfg: DictConfig, s: Setup, budget: float | None, space: Searc
 def default_study_name(cfg: DictConfig, s: Setup, budget: float | None) -> str:
     """A name that changes whenever the search would: base model, budget, sampler and search settings."""
     keyed = config_sections(cfg, "prune", "sensitivity", "search")
-    for k in ("n_trials", "storage", "study_name", "finalize", "export", "register_model", "heartbeat_interval",
-              "grace_period"):
+    for k in ("n_trials", "storage", "study_name", "finalize", "export", "register_model", "parity",
+              "heartbeat_interval", "grace_period"):
         keyed[2].pop(k, None)
     tag = "front" if budget is None else f"b{budget:g}"
     return f"psvit-{s.base.path.stem.removeprefix('base-')[:8]}-{tag}-{cfg.search.sampler}-{config_hash(*keyed)[:6]}"
