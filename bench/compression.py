@@ -49,8 +49,13 @@ JOINT_BITS = (2, 3, 4, 8)
 UNIFORM_BITS = (8, 4, 3, 2)
 METHODS = ("pruning", *(f"uniform{b}" for b in UNIFORM_BITS), "greedy_bits", "joint")
 #: ``--quick``: a tiny Spikformer on digits, one seed, one budget, 8 trials, 1-epoch recovery.
-QUICK = ["model.embed_dim=32", "model.num_heads=2", "train.epochs=8", "sensitivity.grid=[0.75,0.5,0.25]",
-         "finetune.epochs=1"]
+QUICK = [
+    "model.embed_dim=32",
+    "model.num_heads=2",
+    "train.epochs=8",
+    "sensitivity.grid=[0.75,0.5,0.25]",
+    "finetune.epochs=1",
+]
 
 
 @dataclass
@@ -98,37 +103,89 @@ def greedy_bits(s: Setup, table: SensitivityTable, budget: float, choices: tuple
     return bits
 
 
-def finished(s: Setup, dataset: str, seed: int, budget: float | None, method: str, ratios: dict[str, float],
-             bits: dict[str, int] | None, out: Path, seconds: float, note: str = "") -> Run:
+def finished(
+    s: Setup,
+    dataset: str,
+    seed: int,
+    budget: float | None,
+    method: str,
+    ratios: dict[str, float],
+    bits: dict[str, int] | None,
+    out: Path,
+    seconds: float,
+    note: str = "",
+) -> Run:
     """Fine-tune and test the model ``ratios``/``bits`` with the same recovery for every method."""
     start = time.perf_counter()
     done = finish(s, ratios, out, bits=bits)
     history = done.history or [{"epoch": 0, "val_acc": float("nan")}]
-    return Run(dataset, seed, budget, method, done.row.memory_saving, done.row.pruned_acc, done.row.finetuned_acc,
-               history[0]["val_acc"], best_epoch(history)["val_acc"], done.checkpoint.stat().st_size,
-               seconds + time.perf_counter() - start, dict(bits or {}), dict(ratios), note)
+    return Run(
+        dataset,
+        seed,
+        budget,
+        method,
+        done.row.memory_saving,
+        done.row.pruned_acc,
+        done.row.finetuned_acc,
+        history[0]["val_acc"],
+        best_epoch(history)["val_acc"],
+        done.checkpoint.stat().st_size,
+        seconds + time.perf_counter() - start,
+        dict(bits or {}),
+        dict(ratios),
+        note,
+    )
 
 
-def search(overrides: list[str], dataset: str, seed: int, budget: float, method: str, bits: tuple[int, ...],
-           trials: int, scratch: Path, tau: int) -> tuple[Run, float | None]:
+def search(
+    overrides: list[str],
+    dataset: str,
+    seed: int,
+    budget: float,
+    method: str,
+    bits: tuple[int, ...],
+    trials: int,
+    scratch: Path,
+    tau: int,
+) -> tuple[Run, float | None]:
     """One search at ``budget``; its chosen model finished; and, with ``tau``, Kendall's tau between the trial
     scores of ``tau`` trials and their fine-tuned validation accuracy."""
-    cfg = compose("search", *overrides, f"+budget={budget}", f"search.n_trials={trials}",
-                  f"search.bits=[{','.join(map(str, bits))}]", f"search.seed={seed}",
-                  f"search.storage=sqlite:///{scratch / 'optuna.db'}",
-                  f"mlflow.tracking_uri=sqlite:///{scratch / 'mlflow.db'}",
-                  f"search.study_name={method}-{budget}", "search.latency_repeats=1", "search.finalize=false")
+    cfg = compose(
+        "search",
+        *overrides,
+        f"+budget={budget}",
+        f"search.n_trials={trials}",
+        f"search.bits=[{','.join(map(str, bits))}]",
+        f"search.seed={seed}",
+        f"search.storage=sqlite:///{scratch / 'optuna.db'}",
+        f"mlflow.tracking_uri=sqlite:///{scratch / 'mlflow.db'}",
+        f"search.study_name={method}-{budget}",
+        "search.latency_repeats=1",
+        "search.finalize=false",
+    )
     start = time.perf_counter()
     session = SearchSession.start(cfg, budget)
     session.run()
     chosen = session.chosen_trial()
     seconds = time.perf_counter() - start
-    run = finished(session.setup, dataset, seed, budget, method, trial_ratios(chosen), trial_bits(chosen),
-                   scratch / f"{method}-{budget}", seconds, note=f"trial {chosen.number}")
+    run = finished(
+        session.setup,
+        dataset,
+        seed,
+        budget,
+        method,
+        trial_ratios(chosen),
+        trial_bits(chosen),
+        scratch / f"{method}-{budget}",
+        seconds,
+        note=f"trial {chosen.number}",
+    )
     if not tau:
         return run, None
-    evaluated = sorted((t for t in session.study.trials if t.user_attrs.get("evaluated") and t.values
-                        and t.values[1] >= budget), key=lambda t: -t.values[0])
+    evaluated = sorted(
+        (t for t in session.study.trials if t.user_attrs.get("evaluated") and t.values and t.values[1] >= budget),
+        key=lambda t: -t.values[0],
+    )
     step = max(1, len(evaluated) // tau)
     picked = evaluated[::step][:tau]
     pairs = []
@@ -145,28 +202,63 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     scratch = Path(tempfile.mkdtemp(prefix="psvit-compression-"))
     for dataset in args.datasets:
         for seed in args.seeds:
-            overrides = [*DATASETS[dataset], f"seed={seed}", f"cache_dir={args.cache_dir}", "progress=false",
-                         *(QUICK if args.quick else [])]
+            overrides = [
+                *DATASETS[dataset],
+                f"seed={seed}",
+                f"cache_dir={args.cache_dir}",
+                "progress=false",
+                *(QUICK if args.quick else []),
+            ]
             bits_grid = f"sensitivity.bits=[{','.join(map(str, JOINT_BITS))}]"
             s = setup(compose("search", *overrides, bits_grid))
-            bases.append({"dataset": dataset, "seed": seed, "test_acc": s.base.test_acc, "val_acc": s.base.val_acc,
-                          "file_bytes": s.base.path.stat().st_size, "checkpoint": s.base.path.name})
+            bases.append(
+                {
+                    "dataset": dataset,
+                    "seed": seed,
+                    "test_acc": s.base.test_acc,
+                    "val_acc": s.base.val_acc,
+                    "file_bytes": s.base.path.stat().st_size,
+                    "checkpoint": s.base.path.name,
+                }
+            )
             table, _ = sensitivity(s)
             here = scratch / f"{dataset}-{seed}"
             for b in UNIFORM_BITS:
                 if f"uniform{b}" not in args.methods:
                     continue
                 start = time.perf_counter()
-                runs.append(finished(s, dataset, seed, None, f"uniform{b}", {}, {g.name: b for g in s.groups},
-                                     here / f"uniform{b}", time.perf_counter() - start))
+                runs.append(
+                    finished(
+                        s,
+                        dataset,
+                        seed,
+                        None,
+                        f"uniform{b}",
+                        {},
+                        {g.name: b for g in s.groups},
+                        here / f"uniform{b}",
+                        time.perf_counter() - start,
+                    )
+                )
                 print(json.dumps(asdict(runs[-1])), flush=True)
             for budget in args.budgets:
                 if "greedy_bits" in args.methods:
                     start = time.perf_counter()
                     try:
                         bits = greedy_bits(s, table, budget, JOINT_BITS)
-                        runs.append(finished(s, dataset, seed, budget, "greedy_bits", {}, bits,
-                                             here / f"greedy-{budget}", time.perf_counter() - start))
+                        runs.append(
+                            finished(
+                                s,
+                                dataset,
+                                seed,
+                                budget,
+                                "greedy_bits",
+                                {},
+                                bits,
+                                here / f"greedy-{budget}",
+                                time.perf_counter() - start,
+                            )
+                        )
                         print(json.dumps(asdict(runs[-1])), flush=True)
                     except InfeasibleBudget as err:
                         print(f"greedy_bits at {budget}: {err}", flush=True)
@@ -174,18 +266,34 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                     if method not in args.methods:
                         continue
                     try:
-                        result, tau = search(overrides, dataset, seed, budget, method, grid, args.trials,
-                                             here, args.tau if method == "joint" else 0)
+                        result, tau = search(
+                            overrides,
+                            dataset,
+                            seed,
+                            budget,
+                            method,
+                            grid,
+                            args.trials,
+                            here,
+                            args.tau if method == "joint" else 0,
+                        )
                     except InfeasibleBudget as err:
                         print(f"{method} at {budget}: {err}", flush=True)
                         continue
                     runs.append(result)
                     print(json.dumps(asdict(result)), flush=True)
                     if tau is not None:
-                        taus.append({"dataset": dataset, "seed": seed, "budget": budget, "trials": args.tau,
-                                     "kendall_tau": tau})
-    return {"command": command, "git_commit": git_commit(), "base_settings": "quick" if args.quick else "defaults",
-            "bases": bases, "runs": [asdict(r) for r in runs], "tau": taus}
+                        taus.append(
+                            {"dataset": dataset, "seed": seed, "budget": budget, "trials": args.tau, "kendall_tau": tau}
+                        )
+    return {
+        "command": command,
+        "git_commit": git_commit(),
+        "base_settings": "quick" if args.quick else "defaults",
+        "bases": bases,
+        "runs": [asdict(r) for r in runs],
+        "tau": taus,
+    }
 
 
 def fronts(runs: list[Run]) -> dict[tuple[str, int, str], list[tuple[float, float]]]:
@@ -203,24 +311,42 @@ def summary(blobs: list[dict[str, Any]]) -> str:
     lines = []
     if bases:
         lines += ["| dataset | seed | base test acc | base val acc | base checkpoint bytes |", "|---|---|---|---|---|"]
-        lines += [f"| {x['dataset']} | {x['seed']} | {100 * x['test_acc']:.2f}% | {100 * x['val_acc']:.2f}% | "
-                  f"{x['file_bytes']:,} |" for x in bases] + [""]
-    lines += ["| dataset | seed | method | budget | saving | test before | test after | val before | val after | "
-             "file bytes | wall s | bits |", "|" + "---|" * 12]
+        lines += [
+            f"| {x['dataset']} | {x['seed']} | {100 * x['test_acc']:.2f}% | {100 * x['val_acc']:.2f}% | "
+            f"{x['file_bytes']:,} |"
+            for x in bases
+        ] + [""]
+    lines += [
+        "| dataset | seed | method | budget | saving | test before | test after | val before | val after | "
+        "file bytes | wall s | bits |",
+        "|" + "---|" * 12,
+    ]
     for r in runs:
         bits = ", ".join(f"{b}" for b in sorted(set(r.bits.values()))) or "32"
-        lines.append(f"| {r.dataset} | {r.seed} | {r.method} | {r.budget if r.budget is not None else '-'} | "
-                     f"{100 * r.saving:.2f}% | {100 * r.test_before:.2f}% | "
-                     f"{'-' if r.test_after is None else f'{100 * r.test_after:.2f}%'} | {100 * r.val_before:.2f}% | "
-                     f"{100 * r.val_after:.2f}% | {r.file_bytes:,} | {r.seconds:.0f} | {bits} |")
-    lines += ["", "Hypervolume of each method's fine-tuned front (memory saving x test accuracy, reference (0, 0)):", "",
-              "| dataset | seed | method | points | hypervolume |", "|---|---|---|---|---|"]
+        lines.append(
+            f"| {r.dataset} | {r.seed} | {r.method} | {r.budget if r.budget is not None else '-'} | "
+            f"{100 * r.saving:.2f}% | {100 * r.test_before:.2f}% | "
+            f"{'-' if r.test_after is None else f'{100 * r.test_after:.2f}%'} | {100 * r.val_before:.2f}% | "
+            f"{100 * r.val_after:.2f}% | {r.file_bytes:,} | {r.seconds:.0f} | {bits} |"
+        )
+    lines += [
+        "",
+        "Hypervolume of each method's fine-tuned front (memory saving x test accuracy, reference (0, 0)):",
+        "",
+        "| dataset | seed | method | points | hypervolume |",
+        "|---|---|---|---|---|",
+    ]
     for (dataset, seed, method), points in sorted(fronts(runs).items()):
         lines.append(f"| {dataset} | {seed} | {method} | {len(points)} | {hypervolume(points):.4f} |")
     taus = [t for b in blobs for t in b.get("tau", [])]
     if taus:
-        lines += ["", "Kendall's tau, joint search trial score vs fine-tuned validation accuracy:", "",
-                  "| dataset | seed | budget | trials fine-tuned | tau |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "Kendall's tau, joint search trial score vs fine-tuned validation accuracy:",
+            "",
+            "| dataset | seed | budget | trials fine-tuned | tau |",
+            "|---|---|---|---|---|",
+        ]
         for t in taus:
             tau = "-" if t["kendall_tau"] is None else f"{t['kendall_tau']:.2f}"
             lines.append(f"| {t['dataset']} | {t['seed']} | {t['budget']} | {t['trials']} | {tau} |")
@@ -254,8 +380,9 @@ def plot(blobs: list[dict[str, Any]], path: Path) -> Path:
 
 def report(blobs: list[dict[str, Any]], out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    commands = "\n".join(f"- `{b['command']}` at commit `{b['git_commit']}` (settings: {b['base_settings']})"
-                         for b in blobs)
+    commands = "\n".join(
+        f"- `{b['command']}` at commit `{b['git_commit']}` (settings: {b['base_settings']})" for b in blobs
+    )
     png = plot(blobs, out / "compression.png")
     md = out / "compression.md"
     md.write_text(f"# Joint compression benchmark\n\nRuns:\n{commands}\n\n{summary(blobs)}\n\n![fronts]({png.name})\n")
@@ -268,8 +395,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--budgets", nargs="+", type=float, default=[0.9])
     parser.add_argument("--trials", type=int, default=30)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
-                        help="run only these methods (default: all)")
+    parser.add_argument(
+        "--methods", nargs="+", default=list(METHODS), choices=METHODS, help="run only these methods (default: all)"
+    )
     parser.add_argument("--tau", type=int, default=0, help="fine-tune this many trials of each joint search")
     parser.add_argument("--quick", action="store_true", help="tiny model, digits, one seed and budget, 8 trials")
     parser.add_argument("--report", nargs="+", type=Path, help="merge these run JSONs into markdown and a plot")

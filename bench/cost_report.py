@@ -20,10 +20,29 @@ from psvit.cost import cost_report
 from psvit.data import build_splits
 from psvit.prune import recalibrate_bn
 
-SMALL = {"variant": "cifar", "img_size": 16, "patch_size": 4, "embed_dim": 64, "num_heads": 4, "mlp_ratio": 4.0,
-         "depth": 2, "T": 4, "in_channels": 1, "num_classes": 10}
-SPIKFORMER_8_512 = {"variant": "imagenet", "img_size": 224, "embed_dim": 512, "num_heads": 8, "mlp_ratio": 4.0,
-                    "depth": 8, "T": 4, "in_channels": 3, "num_classes": 1000}
+SMALL = {
+    "variant": "cifar",
+    "img_size": 16,
+    "patch_size": 4,
+    "embed_dim": 64,
+    "num_heads": 4,
+    "mlp_ratio": 4.0,
+    "depth": 2,
+    "T": 4,
+    "in_channels": 1,
+    "num_classes": 10,
+}
+SPIKFORMER_8_512 = {
+    "variant": "imagenet",
+    "img_size": 224,
+    "embed_dim": 512,
+    "num_heads": 8,
+    "mlp_ratio": 4.0,
+    "depth": 8,
+    "T": 4,
+    "in_channels": 3,
+    "num_classes": 1000,
+}
 
 
 def report(title: str, model: nn.Module, images: torch.Tensor, trained: bool, latency_repeats: int) -> None:

@@ -39,24 +39,46 @@ from psvit.prune import list_groups
 from psvit.quant import layers_for, quantize_weights
 
 ROOT = Path(__file__).resolve().parents[1]
-LARGE = {"variant": "imagenet", "img_size": 224, "patch_size": 16, "embed_dim": 512, "num_heads": 8,
-         "mlp_ratio": 4.0, "depth": 8, "T": 4, "in_channels": 3, "num_classes": 1000}
+LARGE = {
+    "variant": "imagenet",
+    "img_size": 224,
+    "patch_size": 16,
+    "embed_dim": 512,
+    "num_heads": 8,
+    "mlp_ratio": 4.0,
+    "depth": 8,
+    "T": 4,
+    "in_channels": 3,
+    "num_classes": 1000,
+}
 LARGE_IMAGES = 4
 
 
 def part_default(checkpoint: Path, batch: int, repeats: int, folder: Path) -> dict[str, Any]:
     source = open_source(checkpoint)
     images = source.images(256)
-    return measured(f"default model ({checkpoint.name}, {describe(source.model)})", source.model, images,
-                    (1, batch), repeats, folder / "default.onnx")
+    return measured(
+        f"default model ({checkpoint.name}, {describe(source.model)})",
+        source.model,
+        images,
+        (1, batch),
+        repeats,
+        folder / "default.onnx",
+    )
 
 
 def part_large(batches: tuple[int, ...], repeats: int, folder: Path) -> dict[str, Any]:
     torch.manual_seed(0)
     model = create_model("spikformer", **LARGE).eval()
     images = torch.randn(LARGE_IMAGES, 3, 224, 224)
-    return measured(f"Spikformer-8-512 at 224 px, random weights ({describe(model)})", model, images, batches,
-                    repeats, folder / "large.onnx")
+    return measured(
+        f"Spikformer-8-512 at 224 px, random weights ({describe(model)})",
+        model,
+        images,
+        batches,
+        repeats,
+        folder / "large.onnx",
+    )
 
 
 def part_large_bits(bits: tuple[int, ...], folder: Path) -> dict[str, Any]:
@@ -73,19 +95,27 @@ def part_large_bits(bits: tuple[int, ...], folder: Path) -> dict[str, Any]:
     return {"label": "Spikformer-8-512 at 224 px: ONNX file by weight bit-width", "files": files}
 
 
-def measured(label: str, model: torch.nn.Module, images: torch.Tensor, batches: tuple[int, ...], repeats: int,
-             path: Path) -> dict[str, Any]:
-    print(f"{label}: exporting, checking parity on {len(images)} images, timing batches {list(batches)} ...",
-          flush=True)
+def measured(
+    label: str, model: torch.nn.Module, images: torch.Tensor, batches: tuple[int, ...], repeats: int, path: Path
+) -> dict[str, Any]:
+    print(
+        f"{label}: exporting, checking parity on {len(images)} images, timing batches {list(batches)} ...", flush=True
+    )
     start = time.perf_counter()
     done = export_model(model, path, images, latency_batches=batches, repeats=repeats, compiled=True)
     print(done.format(), flush=True)
     weights = done.written.weights
-    return {"label": label, "exporter": done.written.exporter, "notes": list(done.written.notes),
-            "onnx_bytes": path.stat().st_size, "parity": done.parity.__dict__,
-            "seconds": done.latency.to_dict() if done.latency else {},
-            "markdown": done.latency.markdown() if done.latency else "",
-            "weights": weights.lines() if weights else [], "wall_seconds": time.perf_counter() - start}
+    return {
+        "label": label,
+        "exporter": done.written.exporter,
+        "notes": list(done.written.notes),
+        "onnx_bytes": path.stat().st_size,
+        "parity": done.parity.__dict__,
+        "seconds": done.latency.to_dict() if done.latency else {},
+        "markdown": done.latency.markdown() if done.latency else "",
+        "weights": weights.lines() if weights else [],
+        "wall_seconds": time.perf_counter() - start,
+    }
 
 
 def describe(model: torch.nn.Module) -> str:
@@ -93,25 +123,37 @@ def describe(model: torch.nn.Module) -> str:
 
 
 def markdown(blob: dict[str, Any]) -> str:
-    lines = [f"# bench/deploy.py\n\n`{blob['command']}` at commit `{blob['git_commit'][:10]}`\n",
-             f"{blob['machine']}; torch {blob['torch']}, onnxruntime {blob['onnxruntime']}, "
-             f"{blob['threads']} thread(s). Median ms per forward of the whole batch.\n"]
+    lines = [
+        f"# bench/deploy.py\n\n`{blob['command']}` at commit `{blob['git_commit'][:10]}`\n",
+        f"{blob['machine']}; torch {blob['torch']}, onnxruntime {blob['onnxruntime']}, "
+        f"{blob['threads']} thread(s). Median ms per forward of the whole batch.\n",
+    ]
     for name, part in blob["parts"].items():
         if name == "large-bits":
-            lines += [f"## {part['label']}\n", "| weights | ONNX file (MB) | parity: max abs dlogit vs graph, "
-                      "top-1 vs psvit | export + parity (s) |", "|---|---:|---|---:|"]
+            lines += [
+                f"## {part['label']}\n",
+                "| weights | ONNX file (MB) | parity: max abs dlogit vs graph, top-1 vs psvit | export + parity (s) |",
+                "|---|---:|---|---:|",
+            ]
             for b, f in part["files"].items():
                 p = f["parity"]
-                lines.append(f"| {'float32' if b == '32' else f'{b}-bit'} | {f['onnx_bytes'] / 1e6:.1f} | "
-                             f"{p['max_abs_graph']:.2e}, {p['top1_model']:.2%} | {f['wall_seconds']:.0f} |")
+                lines.append(
+                    f"| {'float32' if b == '32' else f'{b}-bit'} | {f['onnx_bytes'] / 1e6:.1f} | "
+                    f"{p['max_abs_graph']:.2e}, {p['top1_model']:.2%} | {f['wall_seconds']:.0f} |"
+                )
             lines += ["", *(line for f in part["files"].values() for line in f["weights"]), ""]
             continue
         p = part["parity"]
-        lines += [f"## {part['label']}\n", part["markdown"], "",
-                  f"ONNX file {part['onnx_bytes'] / 1e6:.1f} MB ({part['exporter']}); parity on {p['images']} "
-                  f"images: max |dlogit| {p['max_abs_graph']:.2e} vs the BN-folded torch graph (top-1 "
-                  f"{p['top1_graph']:.2%}), top-1 {p['top1_model']:.2%} vs the psvit model; the part took "
-                  f"{part['wall_seconds']:.0f} s (export, compile and timing).", ""]
+        lines += [
+            f"## {part['label']}\n",
+            part["markdown"],
+            "",
+            f"ONNX file {part['onnx_bytes'] / 1e6:.1f} MB ({part['exporter']}); parity on {p['images']} "
+            f"images: max |dlogit| {p['max_abs_graph']:.2e} vs the BN-folded torch graph (top-1 "
+            f"{p['top1_graph']:.2%}), top-1 {p['top1_model']:.2%} vs the psvit model; the part took "
+            f"{part['wall_seconds']:.0f} s (export, compile and timing).",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -129,10 +171,15 @@ def main() -> None:
     if "default" in args.parts and args.checkpoint is None:
         parser.error("part 'default' needs --checkpoint (the pruned.pt of python -m psvit.search +budget=0.224)")
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    blob: dict[str, Any] = {"command": "python bench/deploy.py " + " ".join(sys.argv[1:]), "git_commit": commit,
-                            "machine": f"{platform.processor() or platform.machine()}, {platform.system()}",
-                            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-                            "threads": torch.get_num_threads(), "parts": {}}
+    blob: dict[str, Any] = {
+        "command": "python bench/deploy.py " + " ".join(sys.argv[1:]),
+        "git_commit": commit,
+        "machine": f"{platform.processor() or platform.machine()}, {platform.system()}",
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "threads": torch.get_num_threads(),
+        "parts": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         if "default" in args.parts:
             blob["parts"]["default"] = part_default(args.checkpoint, args.batch, args.repeats, Path(tmp))

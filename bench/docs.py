@@ -104,8 +104,10 @@ def source(doc: Path, path: Path, command: str | None = None, commit: str | None
     if commit:
         line += f" at commit `{commit[:10]}`"
     elif path in COMMITTED_IN:
-        line += (f" (the file records its commands, not the commit they ran at; it was added in commit "
-                 f"`{COMMITTED_IN[path]}`)")
+        line += (
+            f" (the file records its commands, not the commit they ran at; it was added in commit "
+            f"`{COMMITTED_IN[path]}`)"
+        )
     return line + "."
 
 
@@ -118,8 +120,10 @@ def pct(x: float) -> str:
 
 def main_job(doc: Path, path: Path = MAIN_JOB) -> str:
     header, body = text_result(path)
-    return (f"```\n{body}\n```\n\n{source(doc, path, header['command'], header['commit'])} "
-            f"Wall time {header['wall time']}, {header['date']}; {header['machine']}.")
+    return (
+        f"```\n{body}\n```\n\n{source(doc, path, header['command'], header['commit'])} "
+        f"Wall time {header['wall time']}, {header['date']}; {header['machine']}."
+    )
 
 
 def main_job_times(doc: Path) -> str:
@@ -127,18 +131,31 @@ def main_job_times(doc: Path) -> str:
     for name, path in (("cold (empty folder)", MAIN_JOB), ("warm (cached base and sensitivity)", MAIN_JOB_WARM)):
         header, body = text_result(path)
         estimate = next(line for line in body.splitlines() if line.startswith("estimate:"))
-        rows.append([name, f"`{header['command']}`", header["wall time"].split(" (")[0],
-                     estimate.split("(")[0].removeprefix("estimate:").strip()])
+        rows.append(
+            [
+                name,
+                f"`{header['command']}`",
+                header["wall time"].split(" (")[0],
+                estimate.split("(")[0].removeprefix("estimate:").strip(),
+            ]
+        )
     commit = text_result(MAIN_JOB)[0]["commit"]
     sources = " and ".join(f"[`{repo_path(p)}`]({rel(doc, p)})" for p in (MAIN_JOB, MAIN_JOB_WARM))
-    return (table(["run", "command", "wall time", "its own estimate"], rows, right=2)
-            + f"\n\nSource: {sources}, at commit `{commit[:10]}`; {text_result(MAIN_JOB)[0]['machine']}.")
+    return (
+        table(["run", "command", "wall time", "its own estimate"], rows, right=2)
+        + f"\n\nSource: {sources}, at commit `{commit[:10]}`; {text_result(MAIN_JOB)[0]['machine']}."
+    )
 
 
-COMPRESSION_NAMES = {"pruning": "pruning only (`search.bits=[32]`)", "uniform2": "uniform 2-bit, nothing pruned",
-                     "uniform3": "uniform 3-bit", "uniform4": "uniform 4-bit", "uniform8": "uniform 8-bit",
-                     "greedy_bits": "greedy per-group bits (AQ4SViT-style)",
-                     "joint": "**joint search** (`search.bits=[2,3,4,8]`)"}
+COMPRESSION_NAMES = {
+    "pruning": "pruning only (`search.bits=[32]`)",
+    "uniform2": "uniform 2-bit, nothing pruned",
+    "uniform3": "uniform 3-bit",
+    "uniform4": "uniform 4-bit",
+    "uniform8": "uniform 8-bit",
+    "greedy_bits": "greedy per-group bits (AQ4SViT-style)",
+    "joint": "**joint search** (`search.bits=[2,3,4,8]`)",
+}
 
 
 def compression_runs() -> list[dict[str, Any]]:
@@ -157,47 +174,101 @@ def search_quality_rows(dataset: str, budget: str) -> dict[str, list[dict[str, s
 
 def search_quality_commits(doc: Path) -> str:
     commits = sorted({load_json(p)["git_commit"][:10] for p in sorted(SEARCH_QUALITY_MD.parent.glob("run-*.json"))})
-    return (f"Source: [`{repo_path(SEARCH_QUALITY_MD)}`]({rel(doc, SEARCH_QUALITY_MD)}) and the `run-*.json` beside "
-            f"it (each records its command and commit; commits {', '.join(f'`{c}`' for c in commits)}).")
+    return (
+        f"Source: [`{repo_path(SEARCH_QUALITY_MD)}`]({rel(doc, SEARCH_QUALITY_MD)}) and the `run-*.json` beside "
+        f"it (each records its command and commit; commits {', '.join(f'`{c}`' for c in commits)})."
+    )
 
 
 def headline(doc: Path) -> str:
     runs = {r["method"]: r for r in compression_runs()}
     joint = runs["joint"]
     setting = f"compression: {joint['dataset']}, seed {joint['seed']}, budget {joint['budget']:g}"
-    rows = [[setting, COMPRESSION_NAMES[m], pct(runs[m]["saving"]), pct(runs[m]["test_before"]),
-             pct(runs[m]["test_after"])] for m in ("pruning", "uniform2", "greedy_bits", "joint")]
+    rows = [
+        [setting, COMPRESSION_NAMES[m], pct(runs[m]["saving"]), pct(runs[m]["test_before"]), pct(runs[m]["test_after"])]
+        for m in ("pruning", "uniform2", "greedy_bits", "joint")
+    ]
     for budget in ("0.6", "0.75"):
         sq = search_quality_rows("mnist", budget)
-        for strategy, trials, name in (("psvit", "1 (one-shot)", "psvit allocation (one-shot)"),
-                                        ("guided", "30", "**guided search**, 30 trials")):
+        for strategy, trials, name in (
+            ("psvit", "1 (one-shot)", "psvit allocation (one-shot)"),
+            ("guided", "30", "**guided search**, 30 trials"),
+        ):
             (row,) = [r for r in sq[strategy] if r["trials"] == trials]
-            rows.append([f"search: MNIST-10k, budget {budget}, 3 seeds", name, f"{row['saving %']}%",
-                         f"{row['test acc %']}%", f"{row['test acc, fine-tuned %']}%"])
+            rows.append(
+                [
+                    f"search: MNIST-10k, budget {budget}, 3 seeds",
+                    name,
+                    f"{row['saving %']}%",
+                    f"{row['test acc %']}%",
+                    f"{row['test acc, fine-tuned %']}%",
+                ]
+            )
     command = load_json(COMPRESSION)["command"]
-    return (table(["benchmark", "method", "memory saving", "test acc, before fine-tune",
-                   "test acc, after fine-tune"], rows, right=2)
-            + f"\n\n{source(doc, COMPRESSION, command, load_json(COMPRESSION)['git_commit'])}"
-            + f"\n{search_quality_commits(doc)}")
+    return (
+        table(
+            ["benchmark", "method", "memory saving", "test acc, before fine-tune", "test acc, after fine-tune"],
+            rows,
+            right=2,
+        )
+        + f"\n\n{source(doc, COMPRESSION, command, load_json(COMPRESSION)['git_commit'])}"
+        + f"\n{search_quality_commits(doc)}"
+    )
 
 
 def compression(doc: Path) -> str:
     rows = []
     for r in compression_runs():
         bits = sorted(set(r["bits"].values()))
-        rows.append([r["dataset"], str(r["seed"]), COMPRESSION_NAMES.get(r["method"], r["method"]),
-                     "-" if r["budget"] is None else f"{r['budget']:g}", pct(r["saving"]), pct(r["test_before"]),
-                     pct(r["test_after"]), pct(r["val_before"]), pct(r["val_after"]), f"{r['file_bytes']:,}",
-                     ", ".join(map(str, bits)) or "32"])
+        rows.append(
+            [
+                r["dataset"],
+                str(r["seed"]),
+                COMPRESSION_NAMES.get(r["method"], r["method"]),
+                "-" if r["budget"] is None else f"{r['budget']:g}",
+                pct(r["saving"]),
+                pct(r["test_before"]),
+                pct(r["test_after"]),
+                pct(r["val_before"]),
+                pct(r["val_after"]),
+                f"{r['file_bytes']:,}",
+                ", ".join(map(str, bits)) or "32",
+            ]
+        )
     blob = load_json(COMPRESSION)
-    return (table(["dataset", "seed", "method", "budget", "saving", "test before", "test after", "val before",
-                   "val after", "file bytes", "bits"], rows, right=3)
-            + f"\n\n{source(doc, COMPRESSION, blob['command'], blob['git_commit'])}")
+    return (
+        table(
+            [
+                "dataset",
+                "seed",
+                "method",
+                "budget",
+                "saving",
+                "test before",
+                "test after",
+                "val before",
+                "val after",
+                "file bytes",
+                "bits",
+            ],
+            rows,
+            right=3,
+        )
+        + f"\n\n{source(doc, COMPRESSION, blob['command'], blob['git_commit'])}"
+    )
 
 
 def search_quality_summary(doc: Path, dataset: str, budgets: tuple[str, ...]) -> str:
-    columns = ["budget", "strategy", "test acc %", "fine-tuned %", "vs psvit", "vs psvit, fine-tuned",
-               "trials to random's HV", "wasted %"]
+    columns = [
+        "budget",
+        "strategy",
+        "test acc %",
+        "fine-tuned %",
+        "vs psvit",
+        "vs psvit, fine-tuned",
+        "trials to random's HV",
+        "wasted %",
+    ]
     rows = []
     for budget in budgets:
         for strategy, found in search_quality_rows(dataset, budget).items():
@@ -207,9 +278,18 @@ def search_quality_summary(doc: Path, dataset: str, budgets: tuple[str, ...]) ->
                 continue
             (row,) = pick
             reach = found[-1]["trials to random's HV"]
-            rows.append([budget, strategy + (" (one-shot)" if row["trials"].startswith("1 ") else ""),
-                         row["test acc %"], row["test acc, fine-tuned %"], row["vs psvit test (points)"],
-                         row["vs psvit fine-tuned"], reach, row["wasted %"]])
+            rows.append(
+                [
+                    budget,
+                    strategy + (" (one-shot)" if row["trials"].startswith("1 ") else ""),
+                    row["test acc %"],
+                    row["test acc, fine-tuned %"],
+                    row["vs psvit test (points)"],
+                    row["vs psvit fine-tuned"],
+                    reach,
+                    row["wasted %"],
+                ]
+            )
     return table(columns, rows, right=2) + f"\n\n{search_quality_commits(doc)}"
 
 
@@ -226,8 +306,15 @@ def search_quality_tau(doc: Path) -> str:
 
 def methodology(doc: Path, section: str) -> str:
     (key,) = [k for k in md_tables(METHODOLOGY_MD) if k.startswith(section)]
-    columns = ["budget", "strategy", "seeds", "original acc %", "pruned acc, no fine-tune %",
-               "pruned acc, fine-tuned %", "memory saving %"]
+    columns = [
+        "budget",
+        "strategy",
+        "seeds",
+        "original acc %",
+        "pruned acc, no fine-tune %",
+        "pruned acc, fine-tuned %",
+        "memory saving %",
+    ]
     rows = [[row.get(c, "") for c in columns] for row in md_tables(METHODOLOGY_MD)[key]]
     return table(columns, rows, right=2) + f"\n\n{source(doc, METHODOLOGY_MD)}"
 
@@ -236,8 +323,11 @@ def prune_latency(doc: Path) -> str:
     parts = []
     for key, rows in md_tables(PRUNE_MD).items():
         if key.startswith(("Small Spikformer", "Larger Spikformer")):
-            columns = [c for c in rows[0] if c in ("pruning", "params", "FLOPs ratio", "latency (ms)",
-                                                   "latency ratio", "latency / FLOPs")]
+            columns = [
+                c
+                for c in rows[0]
+                if c in ("pruning", "params", "FLOPs ratio", "latency (ms)", "latency ratio", "latency / FLOPs")
+            ]
             parts.append(f"{key}:\n\n" + table(columns, [[r[c] for c in columns] for r in rows]))
     return "\n\n".join(parts) + f"\n\n{source(doc, PRUNE_MD)}"
 
@@ -247,25 +337,34 @@ SPLIT = ("prune", "recalibrate", "evaluate", "cost", "rest", "trial")
 
 def scale_trial(doc: Path) -> str:
     blob = load_json(SCALE_TRIAL)
-    names = {"default": "default model, digits, budget 0.4, 10 trials",
-             "spikformer512": "Spikformer-8-512, 224 px, random weights, synthetic folder, 3 trials"}
+    names = {
+        "default": "default model, digits, budget 0.4, 10 trials",
+        "spikformer512": "Spikformer-8-512, 224 px, random weights, synthetic folder, 3 trials",
+    }
     rows, notes = [], []
     for part, name in names.items():
         split = blob[part]["split"]
         rows.append([name, *(f"{split[k]:.2f}" for k in SPLIT)])
-        notes.append(f"{name}: the whole command took {blob[part]['wall_seconds']:.0f} s; it printed "
-                     f"`{blob[part]['estimate'].split(' (')[0]}`.")
-    return (table(["model", *SPLIT[:-1], "trial (s)"], rows)
-            + "\n\n" + "\n".join(f"- {n}" for n in notes)
-            + f"\n\n{source(doc, SCALE_TRIAL, blob['command'], blob['git_commit'])} CPU; the bench runs each search "
-              f"with `OMP_NUM_THREADS=1` unless the environment sets it.")
+        notes.append(
+            f"{name}: the whole command took {blob[part]['wall_seconds']:.0f} s; it printed "
+            f"`{blob[part]['estimate'].split(' (')[0]}`."
+        )
+    return (
+        table(["model", *SPLIT[:-1], "trial (s)"], rows)
+        + "\n\n"
+        + "\n".join(f"- {n}" for n in notes)
+        + f"\n\n{source(doc, SCALE_TRIAL, blob['command'], blob['git_commit'])} CPU; the bench runs each search "
+        f"with `OMP_NUM_THREADS=1` unless the environment sets it."
+    )
 
 
 def amp(doc: Path) -> str:
     blob = load_json(SCALE_AMP)
     rows = [[name, f"{v['test']:.2f}%", f"{v['val']:.2f}%"] for name, v in blob["amp"].items()]
-    return (table(["precision (CPU autocast)", "test acc", "val acc"], rows)
-            + f"\n\n{source(doc, SCALE_AMP, blob['command'], blob['git_commit'])}")
+    return (
+        table(["precision (CPU autocast)", "test acc", "val acc"], rows)
+        + f"\n\n{source(doc, SCALE_AMP, blob['command'], blob['git_commit'])}"
+    )
 
 
 def fidelity(doc: Path) -> str:
@@ -275,22 +374,46 @@ def fidelity(doc: Path) -> str:
         for name, s in searches.items():
             trial_total = s["split"]["trial"] * s["trials"]
             totals[name] = (s["search_seconds"], trial_total)
-            rows.append([f"{name} (seed {seed})", f"{s['trials']} ({s['promoted']})", f"{s['test_pruned']:.2f}%",
-                         f"{s['test_finetuned']:.2f}%", f"{s['saving']:.2f}%", f"{s['split']['recover']:.1f}",
-                         f"{s['split']['trial']:.1f}", f"{trial_total:.0f}", f"{s['search_seconds']:.0f}"])
+            rows.append(
+                [
+                    f"{name} (seed {seed})",
+                    f"{s['trials']} ({s['promoted']})",
+                    f"{s['test_pruned']:.2f}%",
+                    f"{s['test_finetuned']:.2f}%",
+                    f"{s['saving']:.2f}%",
+                    f"{s['split']['recover']:.1f}",
+                    f"{s['split']['trial']:.1f}",
+                    f"{trial_total:.0f}",
+                    f"{s['search_seconds']:.0f}",
+                ]
+            )
     (full_wall, full_trials), (multi_wall, multi_trials) = totals["full fidelity"], totals["multi-fidelity"]
     tau = next(s["tau"] for v in blob["fidelity"].values() for s in v.values() if "tau" in s)
-    return (table(["search", "trials (promoted)", "test acc pruned", "test acc fine-tuned", "saving",
-                   "s recovering, mean per trial", "s per trial", "s in trials", "s from launch to last trial"], rows)
-            + f"\n\n- The multi-fidelity search ended {full_wall / multi_wall:.2f}x sooner "
-              f"({multi_wall:.0f} s against {full_wall:.0f} s), but its trials took longer, not shorter: "
-              f"{multi_trials:.0f} s in all against {full_trials:.0f} s. The time it saved was outside the trials "
-              f"({multi_wall - multi_trials:.0f} s against {full_wall - full_trials:.0f} s: start-up, the estimate "
-              f"and the sensitivity analysis, which it scores on the subset).\n"
-              f"- Kendall's tau of a trial's subset accuracy against its full-fidelity accuracy: "
-              f"{tau['subset_vs_full_fidelity']:.2f}; against the whole split without recovery: "
-              f"{tau['subset_vs_whole_split']:.2f} ({tau['n']} trials of the full-fidelity search).\n\n"
-            + source(doc, SCALE_FIDELITY, blob["command"], blob["git_commit"]))
+    return (
+        table(
+            [
+                "search",
+                "trials (promoted)",
+                "test acc pruned",
+                "test acc fine-tuned",
+                "saving",
+                "s recovering, mean per trial",
+                "s per trial",
+                "s in trials",
+                "s from launch to last trial",
+            ],
+            rows,
+        )
+        + f"\n\n- The multi-fidelity search ended {full_wall / multi_wall:.2f}x sooner "
+        f"({multi_wall:.0f} s against {full_wall:.0f} s), but its trials took longer, not shorter: "
+        f"{multi_trials:.0f} s in all against {full_trials:.0f} s. The time it saved was outside the trials "
+        f"({multi_wall - multi_trials:.0f} s against {full_wall - full_trials:.0f} s: start-up, the estimate "
+        f"and the sensitivity analysis, which it scores on the subset).\n"
+        f"- Kendall's tau of a trial's subset accuracy against its full-fidelity accuracy: "
+        f"{tau['subset_vs_full_fidelity']:.2f}; against the whole split without recovery: "
+        f"{tau['subset_vs_whole_split']:.2f} ({tau['n']} trials of the full-fidelity search).\n\n"
+        + source(doc, SCALE_FIDELITY, blob["command"], blob["git_commit"])
+    )
 
 
 def text_block(doc: Path, path: Path) -> str:

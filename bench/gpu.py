@@ -82,18 +82,49 @@ class Sizes:
     trial_args: list[str] = field(default_factory=list)
 
 
-FULL = Sizes(model=SPIKFORMER_8_512, model_args=SPIKFORMER_8_512_ARGS, batches=(1, 64, 256), repeats=10,
-             folder_images=10_000, folder_size=224, main_args=[], compile_backend="inductor", budget_seconds=480,
-             trial_args=["search.n_trials=3", "compute.eval_batch_size=256", "sensitivity.batch_size=64"])
-TINY_MODEL = {"variant": "cifar", "img_size": 32, "patch_size": 4, "embed_dim": 32, "num_heads": 2, "depth": 1, "T": 2,
-              "in_channels": 3}
-TINY = Sizes(model=TINY_MODEL, model_args=["model.embed_dim=32", "model.num_heads=2", "model.depth=1", "model.T=2"],
-             batches=(1, 4, 8), repeats=2, folder_images=40, folder_size=32,
-             main_args=["model.embed_dim=16", "model.num_heads=2", "model.depth=1", "train.epochs=1",
-                        "sensitivity.grid=[0.5]", "search.n_trials=1", "finetune.epochs=0", "search.latency_repeats=1"],
-             compile_backend="eager", budget_seconds=120,
-             trial_args=["search.n_trials=1", "compute.eval_batch_size=8", "sensitivity.batch_size=8",
-                         "compute.num_workers=0"])
+FULL = Sizes(
+    model=SPIKFORMER_8_512,
+    model_args=SPIKFORMER_8_512_ARGS,
+    batches=(1, 64, 256),
+    repeats=10,
+    folder_images=10_000,
+    folder_size=224,
+    main_args=[],
+    compile_backend="inductor",
+    budget_seconds=480,
+    trial_args=["search.n_trials=3", "compute.eval_batch_size=256", "sensitivity.batch_size=64"],
+)
+TINY_MODEL = {
+    "variant": "cifar",
+    "img_size": 32,
+    "patch_size": 4,
+    "embed_dim": 32,
+    "num_heads": 2,
+    "depth": 1,
+    "T": 2,
+    "in_channels": 3,
+}
+TINY = Sizes(
+    model=TINY_MODEL,
+    model_args=["model.embed_dim=32", "model.num_heads=2", "model.depth=1", "model.T=2"],
+    batches=(1, 4, 8),
+    repeats=2,
+    folder_images=40,
+    folder_size=32,
+    main_args=[
+        "model.embed_dim=16",
+        "model.num_heads=2",
+        "model.depth=1",
+        "train.epochs=1",
+        "sensitivity.grid=[0.5]",
+        "search.n_trials=1",
+        "finetune.epochs=0",
+        "search.latency_repeats=1",
+    ],
+    compile_backend="eager",
+    budget_seconds=120,
+    trial_args=["search.n_trials=1", "compute.eval_batch_size=8", "sensitivity.batch_size=8", "compute.num_workers=0"],
+)
 
 
 class Clock:
@@ -129,24 +160,33 @@ def part_throughput(sizes: Sizes, device: torch.device, clock: Clock, share: flo
     deadline = time.time() + share * clock.left()
     torch.manual_seed(0)
     base = create_model("spikformer", **sizes.model, num_classes=1000 if sizes is FULL else 10).to(device).eval()
-    images = torch.rand(max(sizes.batches), sizes.model["in_channels"], sizes.model["img_size"],
-                        sizes.model["img_size"], device=device)
-    models = {keep: base if keep == 1.0 else prune(base, uniform_ratios(list_groups(base), keep)).eval()
-              for keep in KEEPS}
+    images = torch.rand(
+        max(sizes.batches), sizes.model["in_channels"], sizes.model["img_size"], sizes.model["img_size"], device=device
+    )
+    models = {
+        keep: base if keep == 1.0 else prune(base, uniform_ratios(list_groups(base), keep)).eval() for keep in KEEPS
+    }
     reference = {keep: top1(model, images, Compute(device)) for keep, model in models.items()}
     rows = []
 
     def measure(keep: float, amp: str | None, mode: str, runner: torch.nn.Module, batches: tuple[int, ...]) -> None:
         compute = Compute(device, amp=amp)
-        row = {"keep": keep, "params": sum(p.numel() for p in models[keep].parameters()),
-               "precision": amp or "fp32", "mode": mode}
+        row = {
+            "keep": keep,
+            "params": sum(p.numel() for p in models[keep].parameters()),
+            "precision": amp or "fp32",
+            "mode": mode,
+        }
         for batch in batches:
             if mode == "compiled" and time.time() > deadline:
                 rows.append({**row, "batch": batch, "skipped": "time budget"})
                 continue
             start = time.time()
-            cell = {**row, "batch": batch, "images_per_s": images_per_second(runner, images[:batch], compute,
-                                                                             sizes.repeats)}
+            cell = {
+                **row,
+                "batch": batch,
+                "images_per_s": images_per_second(runner, images[:batch], compute, sizes.repeats),
+            }
             if batch == max(batches):
                 cell["agreement"] = float((top1(runner, images, compute) == reference[keep]).float().mean())
             rows.append({**cell, "seconds": time.time() - start})  # with compilation, for compiled cells
@@ -156,8 +196,11 @@ def part_throughput(sizes: Sizes, device: torch.device, clock: Clock, share: flo
             measure(keep, amp, "eager", model, sizes.batches)
     for keep, amp in COMPILED_ORDER:
         compute = Compute(device, amp=amp, compile=True)
-        runner = (for_evaluation(models[keep], compute) if sizes.compile_backend == "inductor"
-                  else torch.compile(models[keep], backend=sizes.compile_backend, dynamic=False))
+        runner = (
+            for_evaluation(models[keep], compute)
+            if sizes.compile_backend == "inductor"
+            else torch.compile(models[keep], backend=sizes.compile_backend, dynamic=False)
+        )
         measure(keep, amp, "compiled", runner, tuple(sorted(sizes.batches, reverse=True)))
     return rows
 
@@ -166,8 +209,9 @@ def part_trial(sizes: Sizes, work: Path) -> dict[str, Any]:
     scratch = work / "trial"
     classes = 10 if sizes is FULL else 4
     start = time.time()
-    folder = synthetic_folder(scratch / "images", size=sizes.folder_size, classes=classes,
-                              per_class=sizes.folder_images // classes)
+    folder = synthetic_folder(
+        scratch / "images", size=sizes.folder_size, classes=classes, per_class=sizes.folder_images // classes
+    )
     made = time.time() - start
     checkpoint = random_checkpoint(scratch / "random.pth", sizes.model, num_classes=classes)
     result = folder_search(scratch, checkpoint, folder, sizes.model_args, sizes.trial_args)
@@ -194,18 +238,29 @@ def part_main(sizes: Sizes, work: Path, device: torch.device) -> dict[str, Any]:
         log = finished(proc, scratch)
         wall = time.time() - start
         line = estimate_line(log)
-        result[run] = {"wall_seconds": wall, "estimate_seconds": estimated_seconds(line), "estimate": line,
-                       "error": estimated_seconds(line) / wall - 1}
+        result[run] = {
+            "wall_seconds": wall,
+            "estimate_seconds": estimated_seconds(line),
+            "estimate": line,
+            "error": estimated_seconds(line) / wall - 1,
+        }
     return result
 
 
 def markdown(blob: dict[str, Any]) -> str:
-    lines = [f"# bench/gpu.py ({blob['setting']})\n", f"`{blob['command']}` at commit `{blob['git_commit'][:10]}` on "
-             f"{blob['device']}, torch {blob['torch']}, {blob['seconds']:.0f} s in all\n"]
+    lines = [
+        f"# bench/gpu.py ({blob['setting']})\n",
+        f"`{blob['command']}` at commit `{blob['git_commit'][:10]}` on "
+        f"{blob['device']}, torch {blob['torch']}, {blob['seconds']:.0f} s in all\n",
+    ]
     if "throughput" in blob:
-        lines += ["## eval throughput (images/s) and top-1 agreement with eager fp32\n",
-                  "| keep | params | precision | mode | " + " | ".join(f"batch {b}" for b in blob["batches"])
-                  + " | agreement |", "|---:|---:|---|---|" + "---:|" * (len(blob["batches"]) + 1)]
+        lines += [
+            "## eval throughput (images/s) and top-1 agreement with eager fp32\n",
+            "| keep | params | precision | mode | "
+            + " | ".join(f"batch {b}" for b in blob["batches"])
+            + " | agreement |",
+            "|---:|---:|---|---|" + "---:|" * (len(blob["batches"]) + 1),
+        ]
         cells: dict[tuple, list[dict[str, Any]]] = {}
         for row in blob["throughput"]:
             cells.setdefault((row["keep"], row["params"], row["precision"], row["mode"]), []).append(row)
@@ -213,21 +268,32 @@ def markdown(blob: dict[str, Any]) -> str:
             rows = sorted(rows, key=lambda r: r["batch"])
             speeds = [f"{r['images_per_s']:.0f}" if "images_per_s" in r else r["skipped"] for r in rows]
             agreement = next((f"{100 * r['agreement']:.2f} %" for r in rows if "agreement" in r), "")
-            lines.append(f"| {keep} | {params / 1e6:.2f} M | {precision} | {mode} | " + " | ".join(speeds)
-                         + f" | {agreement} |")
+            lines.append(
+                f"| {keep} | {params / 1e6:.2f} M | {precision} | {mode} | " + " | ".join(speeds) + f" | {agreement} |"
+            )
         lines.append("")
     if "trial" in blob:
         t = blob["trial"]
-        lines += [f"## seconds per trial, {t['images']}-image synthetic folder\n",
-                  "| " + " | ".join((*PHASES, "rest", "trial")) + " |", "|" + "---:|" * (len(PHASES) + 2),
-                  "| " + " | ".join(f"{t['split'][k]:.2f}" for k in (*PHASES, "rest", "trial")) + " |", "",
-                  f"whole command {t['wall_seconds']:.0f} s (the folder took {t['folder_seconds']:.0f} s to write); "
-                  f"its own {t['estimate']}", ""]
+        lines += [
+            f"## seconds per trial, {t['images']}-image synthetic folder\n",
+            "| " + " | ".join((*PHASES, "rest", "trial")) + " |",
+            "|" + "---:|" * (len(PHASES) + 2),
+            "| " + " | ".join(f"{t['split'][k]:.2f}" for k in (*PHASES, "rest", "trial")) + " |",
+            "",
+            f"whole command {t['wall_seconds']:.0f} s (the folder took {t['folder_seconds']:.0f} s to write); "
+            f"its own {t['estimate']}",
+            "",
+        ]
     if "main" in blob:
-        lines += ["## the main job (`python -m psvit.search +budget=0.224`)\n", "| run | wall | estimate | error |",
-                  "|---|---:|---:|---:|"]
-        lines += [f"| {run} | {r['wall_seconds']:.0f} s | {r['estimate_seconds']:.0f} s | {100 * r['error']:+.0f} % |"
-                  for run, r in blob["main"].items()]
+        lines += [
+            "## the main job (`python -m psvit.search +budget=0.224`)\n",
+            "| run | wall | estimate | error |",
+            "|---|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {run} | {r['wall_seconds']:.0f} s | {r['estimate_seconds']:.0f} s | {100 * r['error']:+.0f} % |"
+            for run, r in blob["main"].items()
+        ]
         lines.append("")
     return "\n".join(lines)
 
@@ -235,17 +301,24 @@ def markdown(blob: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="small sizes (the default without CUDA)")
-    parser.add_argument("--parts", nargs="+", default=["throughput", "trial", "main"],
-                        choices=["throughput", "trial", "main"])
+    parser.add_argument(
+        "--parts", nargs="+", default=["throughput", "trial", "main"], choices=["throughput", "trial", "main"]
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gpu")
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
     sizes = TINY if args.tiny or not cuda else FULL
     device = torch.device("cuda" if cuda else "cpu")
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    blob: dict[str, Any] = {"command": "python bench/gpu.py " + " ".join(sys.argv[1:]), "git_commit": commit,
-                            "setting": "tiny" if sizes is TINY else "full", "device": device_name(device),
-                            "torch": torch.__version__, "batches": list(sizes.batches), "sizes": asdict(sizes)}
+    blob: dict[str, Any] = {
+        "command": "python bench/gpu.py " + " ".join(sys.argv[1:]),
+        "git_commit": commit,
+        "setting": "tiny" if sizes is TINY else "full",
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "batches": list(sizes.batches),
+        "sizes": asdict(sizes),
+    }
     clock, start = Clock(sizes.budget_seconds), time.time()
     parts: dict[str, Callable[[Path], Any]] = {
         "throughput": lambda work: part_throughput(sizes, device, clock, share=0.35),

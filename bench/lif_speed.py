@@ -21,8 +21,16 @@ from psvit.models import create_model
 from psvit.models.lif import LIFNode, lif
 
 #: The default small model: CIFAR layout, 16x16 single-channel images, 10 classes.
-SMALL = {"variant": "cifar", "img_size": 16, "embed_dim": 64, "num_heads": 4, "depth": 2, "T": 4,
-         "in_channels": 1, "num_classes": 10}
+SMALL = {
+    "variant": "cifar",
+    "img_size": 16,
+    "embed_dim": 64,
+    "num_heads": 4,
+    "depth": 2,
+    "T": 4,
+    "in_channels": 1,
+    "num_classes": 10,
+}
 #: (label, shape) of LIF inputs: the small model's MLP hidden layer at batch 120, Spikformer-4-384's at batch 16.
 LIF_SHAPES = [("small fc1_lif (T,B,N,C)", (4, 120, 16, 256)), ("4-384 fc1_lif (T,B,N,C)", (4, 16, 64, 1536))]
 
@@ -40,8 +48,14 @@ def best_seconds(fn: Callable[[], object], repeats: int) -> float:
 
 def spikingjelly_twin(node: LIFNode) -> neuron.LIFNode:
     """spikingjelly's own ``LIFNode`` with the same parameters as ``node``."""
-    return neuron.LIFNode(tau=node.tau, decay_input=node.decay_input, v_threshold=node.v_threshold,
-                          v_reset=node.v_reset, detach_reset=node.detach_reset, step_mode=node.step_mode)
+    return neuron.LIFNode(
+        tau=node.tau,
+        decay_input=node.decay_input,
+        v_threshold=node.v_threshold,
+        v_reset=node.v_reset,
+        detach_reset=node.detach_reset,
+        step_mode=node.step_mode,
+    )
 
 
 def with_spikingjelly_lif(model: nn.Module) -> nn.Module:
@@ -117,15 +131,19 @@ def bench_model(n_images: int, batch_size: int, repeats: int) -> None:
     logits = {name: infer(m, images, batch_size) for name, m in models.items()}
     assert torch.equal(*logits.values()), "logits differ between the two LIF implementations"
 
-    print(f"\nsmall Spikformer {SMALL['variant']} img {SMALL['img_size']} embed {SMALL['embed_dim']} depth "
-          f"{SMALL['depth']} T {SMALL['T']}: {n_images} images, batch {batch_size}, eval + no_grad")
+    print(
+        f"\nsmall Spikformer {SMALL['variant']} img {SMALL['img_size']} embed {SMALL['embed_dim']} depth "
+        f"{SMALL['depth']} T {SMALL['T']}: {n_images} images, batch {batch_size}, eval + no_grad"
+    )
     print(f"{'LIF implementation':<20}{'seconds':>9}{'images/s':>10}{'LIF s':>8}{'LIF share':>11}")
     totals = {}
     for name, m in models.items():
         totals[name] = best_seconds(lambda m=m: infer(m, images, batch_size), repeats)
         hooked_total, in_lif = lif_seconds(m, lambda m=m: infer(m, images, batch_size))
-        print(f"{name:<20}{totals[name]:>9.3f}{n_images / totals[name]:>10.0f}{in_lif:>8.3f}"
-              f"{in_lif / hooked_total:>10.0%}")
+        print(
+            f"{name:<20}{totals[name]:>9.3f}{n_images / totals[name]:>10.0f}{in_lif:>8.3f}"
+            f"{in_lif / hooked_total:>10.0%}"
+        )
     print(f"whole-model speed-up: {totals['spikingjelly LIF'] / totals['psvit LIF']:.2f}x")
 
 
@@ -139,8 +157,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads on {os.cpu_count()} CPUs, "
-          f"load average {load}\n")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads on {os.cpu_count()} CPUs, load average {load}\n"
+    )
     bench_lif_alone(args.repeats)
     bench_model(args.images, args.batch_size, args.repeats)
 

@@ -32,8 +32,7 @@ CACHE = ROOT / ".psvit-cache"
 #: Hydra overrides selecting each dataset (on top of ``conf/prune.yaml``); the data split seed is fixed.
 DATASETS = {
     "digits": ["data.seed=0"],
-    "mnist": ["data=mnist_idx", f"data.root={MNIST_T10K}", "data.img_size=16",
-              "data.seed=0"],
+    "mnist": ["data=mnist_idx", f"data.root={MNIST_T10K}", "data.img_size=16", "data.seed=0"],
 }
 STRATEGIES = ("uniform", "psvit", "largest_first")
 
@@ -62,8 +61,9 @@ class Run:
     seconds: float
 
 
-def run_one(s: Setup, base_overrides: list[str], strategy: str, budget: float, tolerance: float | None,
-            dataset: str, seed: int) -> Run:
+def run_one(
+    s: Setup, base_overrides: list[str], strategy: str, budget: float, tolerance: float | None, dataset: str, seed: int
+) -> Run:
     """Allocate and finish one strategy at one budget on the shared base model and sensitivity table."""
     start = time.perf_counter()
     extra = [] if tolerance is None else [f"strategy.tolerance={tolerance}"]
@@ -78,8 +78,17 @@ def run_one(s: Setup, base_overrides: list[str], strategy: str, budget: float, t
     table, _ = sensitivity(run_s)
     out_dir = CACHE / "methodology" / f"{dataset}-seed{seed}-{strategy}-{tolerance}-{budget}"
     done = finish(run_s, ratios, out_dir)
-    return Run(dataset, seed, label, budget, done.row, predicted_total_drop(table, ratios), ratios, note,
-               time.perf_counter() - start)
+    return Run(
+        dataset,
+        seed,
+        label,
+        budget,
+        done.row,
+        predicted_total_drop(table, ratios),
+        ratios,
+        note,
+        time.perf_counter() - start,
+    )
 
 
 def pct(values: list[float]) -> str:
@@ -89,8 +98,10 @@ def pct(values: list[float]) -> str:
 
 def aggregate(runs: list[Run], dataset: str) -> str:
     """Mean ± std over seeds per (strategy, budget), in the paper's row format (accuracies on the test split)."""
-    head = ("| budget | strategy | seeds | original acc % | pruned acc, no fine-tune % | pruned acc, fine-tuned % "
-            "| memory saving % | params | FLOPs (MAC/img/step) | energy (mJ/img) | predicted val drop % |")
+    head = (
+        "| budget | strategy | seeds | original acc % | pruned acc, no fine-tune % | pruned acc, fine-tuned % "
+        "| memory saving % | params | FLOPs (MAC/img/step) | energy (mJ/img) | predicted val drop % |"
+    )
     lines = [head, "|" + "---|" * 2 + "---:|" * 9]
     mine = [r for r in runs if r.dataset == dataset]
     keys = list(dict.fromkeys((r.budget, r.strategy) for r in sorted(mine, key=lambda r: r.budget)))
@@ -98,8 +109,10 @@ def aggregate(runs: list[Run], dataset: str) -> str:
         group = [r for r in mine if r.budget == budget and r.strategy == strategy]
         rows = [r.row for r in group if r.row is not None]
         if len(rows) < len(group):
-            lines.append(f"| {budget:g} | {strategy} | {len(group) - len(rows)}/{len(group)} | infeasible at its "
-                         "tolerance | | | | | | | |")
+            lines.append(
+                f"| {budget:g} | {strategy} | {len(group) - len(rows)}/{len(group)} | infeasible at its "
+                "tolerance | | | | | | | |"
+            )
         if not rows:
             continue
         finetuned = [r.finetuned_acc for r in rows if r.finetuned_acc is not None]
@@ -107,20 +120,26 @@ def aggregate(runs: list[Run], dataset: str) -> str:
             f"| {budget:g} | {strategy} | {len(rows)} | {pct([r.original_acc for r in rows])} "
             f"| {pct([r.pruned_acc for r in rows])} | {pct(finetuned) if finetuned else '-'} "
             f"| {pct([r.memory_saving for r in rows])} | {statistics.fmean(r.params for r in rows):,.0f} "
-            f"| {statistics.fmean(r.flops for r in rows) / 1e6:.2f}M | {statistics.fmean(r.energy_mj for r in rows):.4f} "
+            f"| {statistics.fmean(r.flops for r in rows) / 1e6:.2f}M "
+            f"| {statistics.fmean(r.energy_mj for r in rows):.4f} "
             f"| {pct([r.predicted_drop for r in group if r.predicted_drop is not None])} |"
         )
     return "\n".join(lines)
 
 
 def per_run(runs: list[Run]) -> str:
-    lines = ["| dataset | seed | budget | strategy | " + " | ".join(ResultRow.HEADER)
-             + " | predicted val drop | seconds |", "|" + "---|" * 4 + "---:|" * (len(ResultRow.HEADER) + 2)]
+    lines = [
+        "| dataset | seed | budget | strategy | " + " | ".join(ResultRow.HEADER) + " | predicted val drop | seconds |",
+        "|" + "---|" * 4 + "---:|" * (len(ResultRow.HEADER) + 2),
+    ]
     for r in runs:
         cells = r.row.cells() if r.row else [r.note] + [""] * (len(ResultRow.HEADER) - 1)
         drop = "" if r.predicted_drop is None else f"{100 * r.predicted_drop:.2f}%"
-        lines.append(f"| {r.dataset} | {r.seed} | {r.budget:g} | {r.strategy} | " + " | ".join(cells)
-                     + f" | {drop} | {r.seconds:.0f} |")
+        lines.append(
+            f"| {r.dataset} | {r.seed} | {r.budget:g} | {r.strategy} | "
+            + " | ".join(cells)
+            + f" | {drop} | {r.seconds:.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -139,21 +158,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--budgets", nargs="+", type=float, default=[0.224, 0.4, 0.6])
     parser.add_argument("--finetune-epochs", type=int, default=2)
-    parser.add_argument("--train-epochs", nargs="+", default=[],
-                        help="base training epochs per dataset, e.g. digits=12 mnist=8 (default: the config's)")
+    parser.add_argument(
+        "--train-epochs",
+        nargs="+",
+        default=[],
+        help="base training epochs per dataset, e.g. digits=12 mnist=8 (default: the config's)",
+    )
     parser.add_argument("--override", nargs="+", default=[], help="extra Hydra overrides for every dataset")
     parser.add_argument("--relaxed-tolerance", type=float, default=0.05)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     epochs = dict(item.split("=", 1) for item in args.train_epochs)
-    command = "OMP_NUM_THREADS=1 PYTHONPATH=. python bench/methodology.py " + " ".join(sys.argv[1:] if argv is None
-                                                                                          else argv)
+    command = "OMP_NUM_THREADS=1 PYTHONPATH=. python bench/methodology.py " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
     runs: list[Run] = []
     notes: list[str] = []
     for dataset in args.datasets:
         for seed in args.seeds:
-            base_overrides = [*DATASETS[dataset], f"seed={seed}", f"cache_dir={CACHE}", "device=cpu",
-                              "progress=false", f"finetune.epochs={args.finetune_epochs}", *args.override]
+            base_overrides = [
+                *DATASETS[dataset],
+                f"seed={seed}",
+                f"cache_dir={CACHE}",
+                "device=cpu",
+                "progress=false",
+                f"finetune.epochs={args.finetune_epochs}",
+                *args.override,
+            ]
             if dataset in epochs:
                 base_overrides.append(f"train.epochs={epochs[dataset]}")
             start = time.perf_counter()
@@ -161,24 +192,29 @@ def main(argv: list[str] | None = None) -> None:
             trained = time.perf_counter() - start
             _, cached = sensitivity(s)
             sensed = time.perf_counter() - start - trained
-            notes.append(f"- {dataset} seed {seed}: base {'from cache' if s.base.from_cache else 'trained'} in "
-                         f"{trained:.0f} s (train {s.base.train_seconds:.0f} s, {len(s.base.splits.train)} train / "
-                         f"{len(s.base.splits.val)} val / {len(s.base.splits.test)} test images, "
-                         f"{s.cfg.train.epochs} epochs); sensitivity {'from cache' if cached else 'computed'} "
-                         f"in {sensed:.0f} s ({len(s.groups)} groups x {len(s.cfg.sensitivity.grid)} ratios)")
+            notes.append(
+                f"- {dataset} seed {seed}: base {'from cache' if s.base.from_cache else 'trained'} in "
+                f"{trained:.0f} s (train {s.base.train_seconds:.0f} s, {len(s.base.splits.train)} train / "
+                f"{len(s.base.splits.val)} val / {len(s.base.splits.test)} test images, "
+                f"{s.cfg.train.epochs} epochs); sensitivity {'from cache' if cached else 'computed'} "
+                f"in {sensed:.0f} s ({len(s.groups)} groups x {len(s.cfg.sensitivity.grid)} ratios)"
+            )
             print(notes[-1], flush=True)
             for budget in args.budgets:
                 for strategy in STRATEGIES:
                     run = run_one(s, base_overrides, strategy, budget, None, dataset, seed)
                     found = [run]
                     if run.row is None and strategy == "largest_first":
-                        found.append(run_one(s, base_overrides, strategy, budget, args.relaxed_tolerance,
-                                             dataset, seed))
+                        found.append(
+                            run_one(s, base_overrides, strategy, budget, args.relaxed_tolerance, dataset, seed)
+                        )
                     for r in found:
                         line = r.row.markdown(with_header=False) if r.row else r.note
                         drop = "" if r.predicted_drop is None else f" predicted val drop {100 * r.predicted_drop:.2f}%"
-                        print(f"{dataset} seed {seed} budget {budget:g} {r.strategy}: {line}{drop} "
-                              f"({r.seconds:.0f} s)", flush=True)
+                        print(
+                            f"{dataset} seed {seed} budget {budget:g} {r.strategy}: {line}{drop} ({r.seconds:.0f} s)",
+                            flush=True,
+                        )
                     runs += found
             text = report(runs, args.datasets, command, notes)
             if args.out:

@@ -32,12 +32,32 @@ from psvit.train import Compute, evaluate
 from psvit.train.base import BaseModel, get_base_model
 from psvit.train.loop import batches
 
-SMALL_MODEL = {"name": "spikformer", "variant": "cifar", "img_size": 16, "patch_size": 4, "embed_dim": 64,
-               "num_heads": 4, "mlp_ratio": 4.0, "depth": 2, "T": 4, "in_channels": None, "num_classes": None}
+SMALL_MODEL = {
+    "name": "spikformer",
+    "variant": "cifar",
+    "img_size": 16,
+    "patch_size": 4,
+    "embed_dim": 64,
+    "num_heads": 4,
+    "mlp_ratio": 4.0,
+    "depth": 2,
+    "T": 4,
+    "in_channels": None,
+    "num_classes": None,
+}
 DIGITS = {"name": "digits", "img_size": 16, "seed": 0}
 TRAIN = {"epochs": 20, "batch_size": 64, "lr": 5e-3}
-LARGE = {"variant": "cifar", "img_size": 32, "embed_dim": 256, "num_heads": 8, "mlp_ratio": 4.0, "depth": 4,
-         "T": 4, "in_channels": 3, "num_classes": 10}
+LARGE = {
+    "variant": "cifar",
+    "img_size": 32,
+    "embed_dim": 256,
+    "num_heads": 8,
+    "mlp_ratio": 4.0,
+    "depth": 4,
+    "T": 4,
+    "in_channels": 3,
+    "num_classes": 10,
+}
 KEEPS = (0.75, 0.5, 0.25)
 RECALIBRATION_BATCHES = 8
 
@@ -84,8 +104,10 @@ def table(models: dict[str, nn.Module], seconds: dict[str, float], accuracy: dic
         flops = count_flops(model.model_name, model.config) / base_flops
         params = count_params(model.model_name, model.config)
         latency = seconds[label] / seconds["unpruned"]
-        row = (f"| {label} | {params:,} ({params / base_params:.2f}) | {flops:.3f} | {seconds[label] * 1e3:.1f} "
-               f"| {latency:.3f} | {latency / flops:.2f} |")
+        row = (
+            f"| {label} | {params:,} ({params / base_params:.2f}) | {flops:.3f} | {seconds[label] * 1e3:.1f} "
+            f"| {latency:.3f} | {latency / flops:.2f} |"
+        )
         if accuracy:
             row += " {:.3f} | {:.3f} |".format(*accuracy[label])
         rows.append(row)
@@ -115,8 +137,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    print(f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-          f"torch {torch.__version__}; batch {args.batch}, median of {args.rounds} rounds x {args.repeats} forwards")
+    print(
+        f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"torch {torch.__version__}; batch {args.batch}, median of {args.rounds} rounds x {args.repeats} forwards"
+    )
     base = trained_base()
     models = pruned_variants(base.model)
     images = torch.stack([base.splits.test[i % len(base.splits.test)][0] for i in range(args.batch)])

@@ -12,10 +12,11 @@ in a scratch folder, then reads the trials back from Optuna:
   synthetic 224-px image folder made here, two channel groups enabled, 3 trials; the same split.
 * ``amp``: the default base model's test and validation accuracy in float32, bf16 and fp16 (autocast).
 * ``fidelity``: on MNIST-10k (shipped with psvit: ``psvit.data.MNIST_T10K``) at budget 0.6, a full-fidelity
-  search (every trial: one recovery epoch and the whole validation split) against the multi-fidelity one (every trial on a 20 %
-  validation subset, the top quarter promoted to the full treatment), run side by side (so both see the same
-  machine load), same trials, seed and a 3-point sensitivity grid. Reported: the chosen model's test accuracy before and after fine-tuning,
-  and the search's wall time (sensitivity + trials; the base model is trained once beforehand).
+  search (every trial: one recovery epoch and the whole validation split) against the multi-fidelity one (every
+  trial on a 20 % validation subset, the top quarter promoted to the full treatment), run side by side (so both
+  see the same machine load), same trials, seed and a 3-point sensitivity grid. Reported: the chosen model's
+  test accuracy before and after fine-tuning, and the search's wall time (sensitivity + trials; the base model
+  is trained once beforehand).
 """
 
 from __future__ import annotations
@@ -76,11 +77,15 @@ def estimate_line(log: str) -> str:
 def part_default(work: Path) -> dict[str, Any]:
     scratch = work / "default"
     start = time.time()
-    proc, _ = search(scratch, ["+budget=0.4", "search.n_trials=10", "search.study_name=default",
-                               "search.finalize=false"])
+    proc, _ = search(
+        scratch, ["+budget=0.4", "search.n_trials=10", "search.study_name=default", "search.finalize=false"]
+    )
     log = finished(proc, scratch)
-    return {"split": split(trials_of(scratch, "default")), "estimate": estimate_line(log),
-            "wall_seconds": time.time() - start}
+    return {
+        "split": split(trials_of(scratch, "default")),
+        "estimate": estimate_line(log),
+        "wall_seconds": time.time() - start,
+    }
 
 
 def synthetic_folder(root: Path, size: int = 224, classes: int = 4, per_class: int = 10) -> Path:
@@ -91,13 +96,22 @@ def synthetic_folder(root: Path, size: int = 224, classes: int = 4, per_class: i
         (root / f"class{k}").mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
             Image.fromarray(rng.integers(0, 255, (size + 32, size + 64, 3), dtype=np.uint8)).save(
-                root / f"class{k}" / f"{i}.jpg")
+                root / f"class{k}" / f"{i}.jpg"
+            )
     return root
 
 
 #: Spikformer-8-512 at 224 px (the ImageNet model of the papers), as ``psvit.create_model`` takes it.
-SPIKFORMER_8_512 = {"variant": "imagenet", "img_size": 224, "patch_size": 16, "embed_dim": 512, "num_heads": 8,
-                    "depth": 8, "T": 4, "in_channels": 3}
+SPIKFORMER_8_512 = {
+    "variant": "imagenet",
+    "img_size": 224,
+    "patch_size": 16,
+    "embed_dim": 512,
+    "num_heads": 8,
+    "depth": 8,
+    "T": 4,
+    "in_channels": 3,
+}
 #: The search's overrides for that model started from a checkpoint (what ``model=spikformer_imagenet`` lacks).
 SPIKFORMER_8_512_ARGS = ["model=spikformer_imagenet"]
 
@@ -115,29 +129,52 @@ def random_checkpoint(path: Path, config: dict[str, Any], num_classes: int) -> P
     return path
 
 
-def folder_search(scratch: Path, checkpoint: Path, folder: Path, model_args: list[str],
-                  extra: list[str]) -> dict[str, Any]:
+def folder_search(
+    scratch: Path, checkpoint: Path, folder: Path, model_args: list[str], extra: list[str]
+) -> dict[str, Any]:
     """A search from ``checkpoint`` on the image ``folder`` (two channel groups; ``extra``: the trials, the batch
     sizes and more): the per-trial split, the search's estimate and the command's wall time."""
     start = time.time()
-    proc, _ = search(scratch, [
-        *model_args, f"model.checkpoint={checkpoint}", "data=image_folder", f"data.root={folder}",
-        "data.val_fraction=0.2", "data.test_fraction=0.2",
-        "data.allow_val_from_train=true",  # random weights: they saw no image of the flat folder
-        "prune.enabled=[embed,block0.mlp]", "prune.bn_recalibration_batches=1", "sensitivity.grid=[0.5]",
-        "+budget=0.05", "search.latency_repeats=1",
-        "search.study_name=s512", "search.finalize=false", f"cache_dir={scratch / 'cache'}", *extra])
+    proc, _ = search(
+        scratch,
+        [
+            *model_args,
+            f"model.checkpoint={checkpoint}",
+            "data=image_folder",
+            f"data.root={folder}",
+            "data.val_fraction=0.2",
+            "data.test_fraction=0.2",
+            "data.allow_val_from_train=true",  # random weights: they saw no image of the flat folder
+            "prune.enabled=[embed,block0.mlp]",
+            "prune.bn_recalibration_batches=1",
+            "sensitivity.grid=[0.5]",
+            "+budget=0.05",
+            "search.latency_repeats=1",
+            "search.study_name=s512",
+            "search.finalize=false",
+            f"cache_dir={scratch / 'cache'}",
+            *extra,
+        ],
+    )
     log = finished(proc, scratch)
-    return {"split": split(trials_of(scratch, "s512")), "estimate": estimate_line(log),
-            "wall_seconds": time.time() - start}
+    return {
+        "split": split(trials_of(scratch, "s512")),
+        "estimate": estimate_line(log),
+        "wall_seconds": time.time() - start,
+    }
 
 
 def part_spikformer512(work: Path) -> dict[str, Any]:
     scratch = work / "spikformer512"
     checkpoint = random_checkpoint(scratch / "random-8-512.pth", SPIKFORMER_8_512, num_classes=4)
     folder = synthetic_folder(scratch / "images")
-    return folder_search(scratch, checkpoint, folder, SPIKFORMER_8_512_ARGS,
-                         ["search.n_trials=3", "compute.eval_batch_size=8", "sensitivity.batch_size=8"])
+    return folder_search(
+        scratch,
+        checkpoint,
+        folder,
+        SPIKFORMER_8_512_ARGS,
+        ["search.n_trials=3", "compute.eval_batch_size=8", "sensitivity.batch_size=8"],
+    )
 
 
 def part_amp() -> dict[str, dict[str, float]]:
@@ -150,9 +187,13 @@ def part_amp() -> dict[str, dict[str, float]]:
     with initialize_config_module(config_module="psvit.conf", version_base="1.3"):
         s = setup(compose(config_name="search", overrides=["progress=false"]))
     device = compute_of(s.cfg).device
-    return {amp or "float32": {split: 100 * evaluate(s.base.model, getattr(s.base.splits, split),
-                                                     Compute(device, amp=amp)) for split in ("test", "val")}
-            for amp in (None, "bf16", "fp16")}
+    return {
+        amp or "float32": {
+            split: 100 * evaluate(s.base.model, getattr(s.base.splits, split), Compute(device, amp=amp))
+            for split in ("test", "val")
+        }
+        for amp in (None, "bf16", "fp16")
+    }
 
 
 def chosen(scratch: Path) -> dict[str, float]:
@@ -160,24 +201,44 @@ def chosen(scratch: Path) -> dict[str, float]:
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{scratch / 'mlflow.db'}")
-    (parent,) = client.search_runs([client.get_experiment_by_name("psvit").experiment_id],
-                                   "tags.`psvit.role` = 'search'")
+    (parent,) = client.search_runs(
+        [client.get_experiment_by_name("psvit").experiment_id], "tags.`psvit.role` = 'search'"
+    )
     m = parent.data.metrics
-    return {"test_pruned": 100 * m["final_test_pruned_acc"], "test_finetuned": 100 * m["final_test_finetuned_acc"],
-            "saving": 100 * m["final_memory_saving"]}
+    return {
+        "test_pruned": 100 * m["final_test_pruned_acc"],
+        "test_finetuned": 100 * m["final_test_finetuned_acc"],
+        "saving": 100 * m["final_memory_saving"],
+    }
 
 
 def part_fidelity(work: Path, seed: int, trials: int) -> dict[str, Any]:
     base = [*MNIST_ARGS, f"seed={seed}", f"cache_dir={work / 'cache'}"]
-    common = [*base, f"search.seed={seed}", "+budget=0.6", f"search.n_trials={trials}", "search.recovery_epochs=1",
-              "finetune.epochs=2", "search.latency_repeats=1", "sensitivity.grid=[0.75,0.5,0.25]"]
+    common = [
+        *base,
+        f"search.seed={seed}",
+        "+budget=0.6",
+        f"search.n_trials={trials}",
+        "search.recovery_epochs=1",
+        "finetune.epochs=2",
+        "search.latency_repeats=1",
+        "sensitivity.grid=[0.75,0.5,0.25]",
+    ]
     (work / "prep").mkdir(parents=True, exist_ok=True)  # the base model, trained once for both arms
-    subprocess.run([sys.executable, "-m", "psvit.train", "progress=false", f"hydra.run.dir={work / 'prep'}", *base],
-                   cwd=work / "prep", check=True, capture_output=True)
-    arms = {"full fidelity": ["search.fidelity.subset=1.0"],
-            "multi-fidelity": ["search.fidelity.subset=0.2", "search.fidelity.promote=0.25"]}
-    running = {name: search(work / name.replace(" ", "-"), [*common, f"search.study_name=s{seed}", *extra])
-               for name, extra in arms.items()}
+    subprocess.run(
+        [sys.executable, "-m", "psvit.train", "progress=false", f"hydra.run.dir={work / 'prep'}", *base],
+        cwd=work / "prep",
+        check=True,
+        capture_output=True,
+    )
+    arms = {
+        "full fidelity": ["search.fidelity.subset=1.0"],
+        "multi-fidelity": ["search.fidelity.subset=0.2", "search.fidelity.promote=0.25"],
+    }
+    running = {
+        name: search(work / name.replace(" ", "-"), [*common, f"search.study_name=s{seed}", *extra])
+        for name, extra in arms.items()
+    }
     result = {}
     for name, (proc, start) in running.items():
         scratch = work / name.replace(" ", "-")
@@ -185,8 +246,13 @@ def part_fidelity(work: Path, seed: int, trials: int) -> dict[str, Any]:
         done = trials_of(scratch, f"s{seed}")
         end = max(t.datetime_complete for t in done).timestamp()
         promoted = sum(1 for t in done if t.user_attrs.get("fidelity", "full") == "full")
-        result[name] = {**chosen(scratch), "search_seconds": end - start, "promoted": promoted, "trials": len(done),
-                        "split": split(done)}
+        result[name] = {
+            **chosen(scratch),
+            "search_seconds": end - start,
+            "promoted": promoted,
+            "trials": len(done),
+            "split": split(done),
+        }
     result["full fidelity"]["tau"] = subset_tau(trials_of(work / "full-fidelity", f"s{seed}"), base, 0.2)
     return result
 
@@ -210,8 +276,11 @@ def subset_tau(trials: list[Any], overrides: list[str], subset: float) -> dict[s
         model = pruned_model(s, trial_ratios(t))
         rows.append((evaluate(model, part, s.compute), evaluate(model, s.base.splits.val, s.compute), t.values[0]))
     first, whole, final = zip(*rows)
-    return {"subset_vs_full_fidelity": float(kendalltau(first, final).statistic),
-            "subset_vs_whole_split": float(kendalltau(first, whole).statistic), "n": len(rows)}
+    return {
+        "subset_vs_full_fidelity": float(kendalltau(first, final).statistic),
+        "subset_vs_whole_split": float(kendalltau(first, whole).statistic),
+        "n": len(rows),
+    }
 
 
 def markdown(blob: dict[str, Any]) -> str:
@@ -219,34 +288,56 @@ def markdown(blob: dict[str, Any]) -> str:
     for part in ("default", "spikformer512"):
         if part in blob:
             r = blob[part]
-            lines += [f"## {part}: seconds per trial\n", "| " + " | ".join((*PHASES, "rest", "trial")) + " |",
-                      "|" + "---:|" * (len(PHASES) + 2),
-                      "| " + " | ".join(f"{r['split'][k]:.2f}" for k in (*PHASES, "rest", "trial")) + " |", "",
-                      f"whole command: {r['wall_seconds']:.0f} s measured; its own {r['estimate']}", ""]
+            lines += [
+                f"## {part}: seconds per trial\n",
+                "| " + " | ".join((*PHASES, "rest", "trial")) + " |",
+                "|" + "---:|" * (len(PHASES) + 2),
+                "| " + " | ".join(f"{r['split'][k]:.2f}" for k in (*PHASES, "rest", "trial")) + " |",
+                "",
+                f"whole command: {r['wall_seconds']:.0f} s measured; its own {r['estimate']}",
+                "",
+            ]
     if "amp" in blob:
-        lines += ["## mixed precision, default base model\n", "| precision | test acc | val acc |", "|---|---:|---:|",
-                  *(f"| {k} | {v['test']:.2f} | {v['val']:.2f} |" for k, v in blob["amp"].items()), ""]
+        lines += [
+            "## mixed precision, default base model\n",
+            "| precision | test acc | val acc |",
+            "|---|---:|---:|",
+            *(f"| {k} | {v['test']:.2f} | {v['val']:.2f} |" for k, v in blob["amp"].items()),
+            "",
+        ]
     for seed, arms in blob.get("fidelity", {}).items():
-        lines += [f"## fidelity, MNIST-10k, budget 0.6, seed {seed}\n",
-                  "| search | trials (promoted) | test acc pruned | test acc fine-tuned | saving | search wall time |",
-                  "|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"## fidelity, MNIST-10k, budget 0.6, seed {seed}\n",
+            "| search | trials (promoted) | test acc pruned | test acc fine-tuned | saving | search wall time |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         for name, a in arms.items():
-            lines.append(f"| {name} | {a['trials']} ({a['promoted']}) | {a['test_pruned']:.2f} | "
-                         f"{a['test_finetuned']:.2f} | {a['saving']:.2f} | {a['search_seconds']:.0f} s |")
+            lines.append(
+                f"| {name} | {a['trials']} ({a['promoted']}) | {a['test_pruned']:.2f} | "
+                f"{a['test_finetuned']:.2f} | {a['saving']:.2f} | {a['search_seconds']:.0f} s |"
+            )
         full, multi = arms["full fidelity"], arms["multi-fidelity"]
         tau = full.get("tau", {})
-        lines += ["", f"speed-up {full['search_seconds'] / multi['search_seconds']:.2f}x; fine-tuned test accuracy "
-                      f"difference {multi['test_finetuned'] - full['test_finetuned']:+.2f} points; Kendall tau of the "
-                      f"20 % subset accuracy vs the full-fidelity accuracy {tau.get('subset_vs_full_fidelity', 0):.2f}, "
-                      f"vs the whole split without recovery {tau.get('subset_vs_whole_split', 0):.2f} "
-                      f"({tau.get('n', 0)} trials of the full-fidelity search)", ""]
+        lines += [
+            "",
+            f"speed-up {full['search_seconds'] / multi['search_seconds']:.2f}x; fine-tuned test accuracy "
+            f"difference {multi['test_finetuned'] - full['test_finetuned']:+.2f} points; Kendall tau of the "
+            f"20 % subset accuracy vs the full-fidelity accuracy {tau.get('subset_vs_full_fidelity', 0):.2f}, "
+            f"vs the whole split without recovery {tau.get('subset_vs_whole_split', 0):.2f} "
+            f"({tau.get('n', 0)} trials of the full-fidelity search)",
+            "",
+        ]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", nargs="+", default=["default", "spikformer512", "fidelity"],
-                        choices=["default", "spikformer512", "fidelity", "amp"])
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        default=["default", "spikformer512", "fidelity"],
+        choices=["default", "spikformer512", "fidelity", "amp"],
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scale")

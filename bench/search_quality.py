@@ -58,8 +58,14 @@ SEARCHES: dict[str, list[str]] = {
 }
 STRATEGIES = (*ONE_SHOT, *SEARCHES)
 #: ``--quick``: a tiny Spikformer on digits, one seed, one budget, 10 trials (the tests' settings).
-QUICK = dict(datasets=["digits"], seeds=[0], budgets=[0.6], trials=[10], finetune_epochs=1,
-             override=["model.embed_dim=32", "model.num_heads=2", "train.epochs=8", "sensitivity.grid=[0.75,0.5,0.25]"])
+QUICK = dict(
+    datasets=["digits"],
+    seeds=[0],
+    budgets=[0.6],
+    trials=[10],
+    finetune_epochs=1,
+    override=["model.embed_dim=32", "model.num_heads=2", "train.epochs=8", "sensitivity.grid=[0.75,0.5,0.25]"],
+)
 
 
 @dataclass
@@ -116,8 +122,9 @@ class Finisher:
             row = finish(self.s, ratios, self.out_dir / f"m{len(self.done)}").row
             self.done[key] = (val_acc, row.pruned_acc, row.finetuned_acc)
         val, test, tuned = self.done[key]
-        return Chosen(trial, kept_fractions(self.s.memory, ratios, list(ratios)), self.s.memory.saving(ratios),
-                      val, test, tuned)
+        return Chosen(
+            trial, kept_fractions(self.s.memory, ratios, list(ratios)), self.s.memory.saving(ratios), val, test, tuned
+        )
 
 
 def one_shot(s: Setup, overrides: list[str], strategy: str, budget: float, finisher: Finisher) -> Chosen | str:
@@ -129,14 +136,24 @@ def one_shot(s: Setup, overrides: list[str], strategy: str, budget: float, finis
     return finisher(ratios, None, None)
 
 
-def search(overrides: list[str], strategy: str, budget: float, trials: list[int], scratch: Path,
-           finisher: Finisher) -> Result:
+def search(
+    overrides: list[str], strategy: str, budget: float, trials: list[int], scratch: Path, finisher: Finisher
+) -> Result:
     """Run one search for ``max(trials)`` trials; read it at every trial budget."""
     n = max(trials)
-    cfg = compose("search", *overrides, *SEARCHES[strategy], f"+budget={budget}", f"search.n_trials={n}",
-                  f"search.seed={cfg_seed(overrides)}",
-                  f"search.storage=sqlite:///{scratch / 'optuna.db'}", f"mlflow.tracking_uri=sqlite:///{scratch / 'mlflow.db'}",
-                  f"search.study_name={strategy}", "search.latency_repeats=1", "search.finalize=false")
+    cfg = compose(
+        "search",
+        *overrides,
+        *SEARCHES[strategy],
+        f"+budget={budget}",
+        f"search.n_trials={n}",
+        f"search.seed={cfg_seed(overrides)}",
+        f"search.storage=sqlite:///{scratch / 'optuna.db'}",
+        f"mlflow.tracking_uri=sqlite:///{scratch / 'mlflow.db'}",
+        f"search.study_name={strategy}",
+        "search.latency_repeats=1",
+        "search.finalize=false",
+    )
     start = time.perf_counter()
     session = SearchSession.start(cfg, budget)
     setup_seconds = time.perf_counter() - start
@@ -160,8 +177,20 @@ def search(overrides: list[str], strategy: str, budget: float, trials: list[int]
             if best is not None:
                 chosen[i] = finisher(trial_ratios(best), best.values[0], best.number)
     evals = [t.user_attrs["eval_seconds"] for t in done if "eval_seconds" in t.user_attrs]
-    return Result("", 0, budget, strategy, chosen, hv, curve, wasted, wall / len(done),
-                  sum(evals) / len(done), points, note=f"setup {setup_seconds:.0f} s")
+    return Result(
+        "",
+        0,
+        budget,
+        strategy,
+        chosen,
+        hv,
+        curve,
+        wasted,
+        wall / len(done),
+        sum(evals) / len(done),
+        points,
+        note=f"setup {setup_seconds:.0f} s",
+    )
 
 
 def cfg_seed(overrides: list[str]) -> str:
@@ -175,20 +204,32 @@ def trials_to_reach(curve: list[float], target: float) -> int | None:
 
 def git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
 def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     results: list[Result] = []
-    blob = {"command": command, "git_commit": git_commit(), "started": time.strftime("%Y%m%d-%H%M%S"),
-            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "report"}}
+    blob = {
+        "command": command,
+        "git_commit": git_commit(),
+        "started": time.strftime("%Y%m%d-%H%M%S"),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "report"},
+    }
     for dataset in args.datasets:
         for seed in args.seeds:
-            overrides = [*DATASETS[dataset], f"seed={seed}", f"cache_dir={args.cache_dir}",
-                         "device=cpu", "progress=false", f"finetune.epochs={args.finetune_epochs}", *args.override]
+            overrides = [
+                *DATASETS[dataset],
+                f"seed={seed}",
+                f"cache_dir={args.cache_dir}",
+                "device=cpu",
+                "progress=false",
+                f"finetune.epochs={args.finetune_epochs}",
+                *args.override,
+            ]
             s = setup(compose("search", *overrides))
             sensitivity(s)
             for budget in args.budgets:
@@ -199,19 +240,29 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                         start = time.perf_counter()
                         if strategy in ONE_SHOT:
                             got = one_shot(s, overrides, strategy, budget, finisher)
-                            result = (Result(dataset, seed, budget, strategy, {1: got}) if isinstance(got, Chosen)
-                                      else Result(dataset, seed, budget, strategy, {}, note=got))
+                            result = (
+                                Result(dataset, seed, budget, strategy, {1: got})
+                                if isinstance(got, Chosen)
+                                else Result(dataset, seed, budget, strategy, {}, note=got)
+                            )
                         else:
                             result = search(overrides, strategy, budget, args.trials, scratch, finisher)
                             result.dataset, result.seed = dataset, seed
                         results.append(result)
                         best = result.chosen.get(max(result.chosen, default=1))
-                        print(f"{dataset} seed {seed} budget {budget:g} {strategy:>13}: "
-                              + (f"val {100 * best.val_acc:.2f} test {100 * best.test_acc:.2f} "
-                                 f"fine-tuned {100 * (best.test_finetuned_acc or 0):.2f} saving "
-                                 f"{100 * best.memory_saving:.2f}" if best else result.note)
-                              + (f" hv {result.hypervolume}" if result.hypervolume else "")
-                              + f" ({time.perf_counter() - start:.0f} s)", flush=True)
+                        print(
+                            f"{dataset} seed {seed} budget {budget:g} {strategy:>13}: "
+                            + (
+                                f"val {100 * best.val_acc:.2f} test {100 * best.test_acc:.2f} "
+                                f"fine-tuned {100 * (best.test_finetuned_acc or 0):.2f} saving "
+                                f"{100 * best.memory_saving:.2f}"
+                                if best
+                                else result.note
+                            )
+                            + (f" hv {result.hypervolume}" if result.hypervolume else "")
+                            + f" ({time.perf_counter() - start:.0f} s)",
+                            flush=True,
+                        )
                 blob["results"] = [asdict(r) for r in results]
                 if args.out:
                     write_json(blob, args.out)
@@ -249,8 +300,11 @@ def kendall_tau(pairs: list[tuple[float, float]]) -> float | None:
     n = len(pairs)
     if n < 3:
         return None
-    score = sum((1 if (xi - xj) * (yi - yj) > 0 else -1 if (xi - xj) * (yi - yj) < 0 else 0)
-                for i, (xi, yi) in enumerate(pairs) for xj, yj in pairs[i + 1:])
+    score = sum(
+        (1 if (xi - xj) * (yi - yj) > 0 else -1 if (xi - xj) * (yi - yj) < 0 else 0)
+        for i, (xi, yi) in enumerate(pairs)
+        for xj, yj in pairs[i + 1 :]
+    )
     return score / (n * (n - 1) / 2)
 
 
@@ -259,13 +313,20 @@ def proxy_agreement(here: list[Result]) -> str:
     over the distinct models chosen at this budget, per seed."""
     taus = []
     for seed in sorted({r.seed for r in here}):
-        models = {(round(c.memory_saving, 9), tuple(sorted(c.ratios.items()))): c for r in here if r.seed == seed
-                  for c in r.chosen.values() if c.test_finetuned_acc is not None}
+        models = {
+            (round(c.memory_saving, 9), tuple(sorted(c.ratios.items()))): c
+            for r in here
+            if r.seed == seed
+            for c in r.chosen.values()
+            if c.test_finetuned_acc is not None
+        }
         tau = kendall_tau([(c.val_acc, c.test_finetuned_acc) for c in models.values()])
         if tau is not None:
             taus.append(f"seed {seed}: {tau:+.2f} over {len(models)} models")
-    return ("Kendall's tau, val acc after BN recalibration (the search's proxy) vs test acc after fine-tuning, "
-            "over the distinct chosen models: " + ("; ".join(taus) if taus else "too few models") + ".")
+    return (
+        "Kendall's tau, val acc after BN recalibration (the search's proxy) vs test acc after fine-tuning, "
+        "over the distinct chosen models: " + ("; ".join(taus) if taus else "too few models") + "."
+    )
 
 
 def summary(results: list[Result]) -> str:
@@ -277,18 +338,25 @@ def summary(results: list[Result]) -> str:
         seeds = sorted({r.seed for r in here})
         reference = {r.seed: r for r in here if r.strategy == "random" and r.hv_curve}
         psvit = {r.seed: r.chosen[1] for r in here if r.strategy == "psvit" and 1 in r.chosen}
-        lines += [f"### {dataset}, budget {budget:g} ({len(seeds)} seed{'s' * (len(seeds) > 1)})", "",
-                  "| strategy | trials | chosen val acc % | test acc % | test acc, fine-tuned % | vs psvit test "
-                  "(points) | vs psvit fine-tuned | saving % | hypervolume | trials to random's HV | wasted % "
-                  "| s/trial (eval + rest) |", "|---|---:|" + "---:|" * 10]
+        lines += [
+            f"### {dataset}, budget {budget:g} ({len(seeds)} seed{'s' * (len(seeds) > 1)})",
+            "",
+            "| strategy | trials | chosen val acc % | test acc % | test acc, fine-tuned % | vs psvit test "
+            "(points) | vs psvit fine-tuned | saving % | hypervolume | trials to random's HV | wasted % "
+            "| s/trial (eval + rest) |",
+            "|---|---:|" + "---:|" * 10,
+        ]
         for strategy in dict.fromkeys(r.strategy for r in here):
             runs = [r for r in here if r.strategy == strategy]
             for k in sorted({k for r in runs for k in r.chosen}):
                 picked = [(r.seed, r.chosen[k]) for r in runs if k in r.chosen]
                 chosen = [c for _, c in picked]
                 gap = [c.test_acc - psvit[sd].test_acc for sd, c in picked if sd in psvit]
-                gap_ft = [c.test_finetuned_acc - psvit[sd].test_finetuned_acc for sd, c in picked
-                          if sd in psvit and c.test_finetuned_acc is not None and psvit[sd].test_finetuned_acc is not None]
+                gap_ft = [
+                    c.test_finetuned_acc - psvit[sd].test_finetuned_acc
+                    for sd, c in picked
+                    if sd in psvit and c.test_finetuned_acc is not None and psvit[sd].test_finetuned_acc is not None
+                ]
                 hv = [r.hypervolume[k] for r in runs if k in r.hypervolume]
                 reach = []
                 for r in runs:
@@ -302,18 +370,21 @@ def summary(results: list[Result]) -> str:
                     ev = statistics.fmean(r.eval_seconds_per_trial for r in runs)
                     timing = f"{total:.2f} ({ev:.2f} + {total - ev:.2f})"
                 lines.append(
-                    f"| {strategy} | {k if runs[0].hv_curve else '1 (one-shot)'} | {mean_sd([c.val_acc for c in chosen])} "
+                    f"| {strategy} | {k if runs[0].hv_curve else '1 (one-shot)'} "
+                    f"| {mean_sd([c.val_acc for c in chosen])} "
                     f"| {mean_sd([c.test_acc for c in chosen])} "
                     f"| {mean_sd([c.test_finetuned_acc for c in chosen if c.test_finetuned_acc is not None])} "
                     f"| {mean_sd(gap) if gap else '-'} | {mean_sd(gap_ft) if gap_ft else '-'} "
                     f"| {mean_sd([c.memory_saving for c in chosen])} | {mean_sd(hv, 1.0, 4) if hv else '-'} "
                     f"| {', '.join(reach) if reach and k == max(r.chosen) else '-'} "
                     f"| {mean_sd([r.wasted[k] for r in runs if k in r.wasted], 100, 0) if runs[0].wasted else '-'} "
-                    f"| {timing} |")
+                    f"| {timing} |"
+                )
             failed = [r for r in runs if not r.chosen]
             if failed:
-                lines.append(f"| {strategy} | - | no model on {len(failed)} seed(s): {failed[0].note[:100]} |"
-                             + " |" * 9)
+                lines.append(
+                    f"| {strategy} | - | no model on {len(failed)} seed(s): {failed[0].note[:100]} |" + " |" * 9
+                )
         lines += ["", proxy_agreement(here), ""]
     return "\n".join(lines)
 
@@ -349,8 +420,14 @@ def plot(results: list[Result], out: Path) -> list[Path]:
                 for r in runs:
                     if r.seed == first_seed and 1 in r.chosen:
                         c = r.chosen[1]
-                        front_ax.scatter([100 * c.memory_saving], [100 * c.val_acc], marker="*", s=120, zorder=5,
-                                         label=f"{strategy} (one-shot)")
+                        front_ax.scatter(
+                            [100 * c.memory_saving],
+                            [100 * c.val_acc],
+                            marker="*",
+                            s=120,
+                            zorder=5,
+                            label=f"{strategy} (one-shot)",
+                        )
         hv_ax.set_xlabel("trials")
         hv_ax.set_ylabel("hypervolume (saving x val acc, ref (0,0))")
         hv_ax.set_title(f"{dataset}, budget {budget:g}: hypervolume vs trials (mean over seeds)")
@@ -375,8 +452,13 @@ def report(blobs: list[dict[str, Any]], out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     figures = plot(results, out)
     commands = "\n".join(b["command"] + f"   # commit {b['git_commit'][:10]}" for b in blobs)
-    text = (f"# Search quality\n\n```\n{commands}\n```\n\n" + summary(results)
-            + "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in figures) + "\n")
+    text = (
+        f"# Search quality\n\n```\n{commands}\n```\n\n"
+        + summary(results)
+        + "\n"
+        + "\n".join(f"![{p.stem}]({p.name})" for p in figures)
+        + "\n"
+    )
     path = out / "search_quality.md"
     path.write_text(text)
     return path

@@ -44,8 +44,12 @@ from psvit.train.loop import batches
 @contextlib.contextmanager
 def lifs_as_identities(model: nn.Module) -> Iterator[None]:
     """Replace every LIF neuron by ``nn.Identity`` inside the block, then put them back."""
-    swapped = [(parent, name, child) for parent in list(model.modules()) for name, child in parent.named_children()
-               if isinstance(child, LIFNode)]
+    swapped = [
+        (parent, name, child)
+        for parent in list(model.modules())
+        for name, child in parent.named_children()
+        if isinstance(child, LIFNode)
+    ]
     for parent, name, _ in swapped:
         setattr(parent, name, nn.Identity())
     try:
@@ -62,8 +66,14 @@ def torch_pruning(model: nn.Module, keep: float, example: torch.Tensor, swap: bo
     if heads:
         num_heads = {getattr(b.attn, f"{n}_linear"): b.attn.num_heads for b in pruned.block for n in "qkv"}
     with lifs_as_identities(pruned) if swap else contextlib.nullcontext():
-        pruner = tp.pruner.MetaPruner(pruned, example, importance=tp.importance.MagnitudeImportance(p=1),
-                                      pruning_ratio=1 - keep, ignored_layers=[pruned.head], num_heads=num_heads)
+        pruner = tp.pruner.MetaPruner(
+            pruned,
+            example,
+            importance=tp.importance.MagnitudeImportance(p=1),
+            pruning_ratio=1 - keep,
+            ignored_layers=[pruned.head],
+            num_heads=num_heads,
+        )
         pruner.step()
     functional.reset_net(pruned)  # tracing ran forwards
     return pruned
@@ -105,10 +115,13 @@ def main() -> None:
     groups = list_groups(model)
     mlps = [g for g in groups if g.kind == "mlp"]
     example = splits.train[0][0].unsqueeze(0)
-    print(f"torch-pruning {metadata.version('torch-pruning')}; trained small Spikformer, "
-          f"test acc {base.test_acc:.3f}\n")
-    print("| keep | tool | " + " | ".join(g.name for g in groups) + " | params | runs | test acc | acc + BN recal "
-          "| prune time (s) | save/load | MLP channels as psvit | all channels as psvit |")
+    print(
+        f"torch-pruning {metadata.version('torch-pruning')}; trained small Spikformer, test acc {base.test_acc:.3f}\n"
+    )
+    print(
+        "| keep | tool | " + " | ".join(g.name for g in groups) + " | params | runs | test acc | acc + BN recal "
+        "| prune time (s) | save/load | MLP channels as psvit | all channels as psvit |"
+    )
     print("|---|---|" + "---:|" * len(groups) + "---:|---|---:|---:|---:|---|---:|---:|")
     for keep in KEEPS:
         for tool in ("psvit", "TP as is", "TP LIF->Identity", "TP LIF->Identity + num_heads"):
@@ -126,8 +139,11 @@ def main() -> None:
             except RuntimeError as exc:
                 runs, accs = f"no: {str(exc).splitlines()[0][:60]}", "- | -"
             agree = " | ".join(agreement(model, pruned, ours, gs) for gs in (mlps, groups))
-            print(f"| {keep} | {tool} | " + " | ".join(widths(pruned, groups))
-                  + f" | {params:,} | {runs} | {accs} | {seconds:.3f} | {round_trips(pruned)} | {agree} |")
+            print(
+                f"| {keep} | {tool} | "
+                + " | ".join(widths(pruned, groups))
+                + f" | {params:,} | {runs} | {accs} | {seconds:.3f} | {round_trips(pruned)} | {agree} |"
+            )
 
 
 if __name__ == "__main__":

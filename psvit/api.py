@@ -70,22 +70,49 @@ class SearchResult:
     parent_run_id: str
 
 
-def search(model: nn.Module, train_data: Data, val_data: Data, test_data: Data | None = None, *,
-           budget: float | None = None, n_trials: int = 24, bits: Sequence[int] = (32,), sampler: str = "guided",
-           seed: int = 0, storage: str = "sqlite:///optuna.db", tracking: str = "sqlite:///mlflow.db",
-           experiment: str = "psvit", out_dir: str | Path = "psvit-search", finalize: bool = True,
-           export: bool = False, device: str = "auto", cache_dir: str | Path = ".psvit-cache",
-           progress: bool = False, options: Mapping[str, Any] | None = None) -> SearchResult:
+def search(
+    model: nn.Module,
+    train_data: Data,
+    val_data: Data,
+    test_data: Data | None = None,
+    *,
+    budget: float | None = None,
+    n_trials: int = 24,
+    bits: Sequence[int] = (32,),
+    sampler: str = "guided",
+    seed: int = 0,
+    storage: str = "sqlite:///optuna.db",
+    tracking: str = "sqlite:///mlflow.db",
+    experiment: str = "psvit",
+    out_dir: str | Path = "psvit-search",
+    finalize: bool = True,
+    export: bool = False,
+    device: str = "auto",
+    cache_dir: str | Path = ".psvit-cache",
+    progress: bool = False,
+    options: Mapping[str, Any] | None = None,
+) -> SearchResult:
     """Search per-group keep ratios (and, with several ``bits``, weight bit-widths) of ``model`` for the most
     accurate model that saves at least ``budget`` of its weight memory (``None``: the whole front), as
     ``python -m psvit.search +budget=B`` does: sensitivity priors, ``n_trials`` Optuna trials in ``storage``, each
     a nested MLflow run at the tracking URI ``tracking``, then (``finalize``) the chosen model
     fine-tuned, tested on ``test_data`` (default: ``val_data``) and saved under ``out_dir``; with ``export`` also as
     ONNX and an MLflow Model. Same base model, data, seed and settings as a command: same trials."""
-    cfg = compose("search", {
-        "search.n_trials": n_trials, "search.bits": list(bits), "search.sampler": sampler, "search.seed": seed,
-        "search.storage": storage, "mlflow.tracking_uri": tracking, "mlflow.experiment": experiment,
-        "search.finalize": finalize, "search.export": export, **(options or {})})
+    cfg = compose(
+        "search",
+        {
+            "search.n_trials": n_trials,
+            "search.bits": list(bits),
+            "search.sampler": sampler,
+            "search.seed": seed,
+            "search.storage": storage,
+            "mlflow.tracking_uri": tracking,
+            "mlflow.experiment": experiment,
+            "search.finalize": finalize,
+            "search.export": export,
+            **(options or {}),
+        },
+    )
     check_settings(cfg)
     s = _setup(cfg, model, train_data, val_data, test_data, device=device, cache_dir=cache_dir, progress=progress)
     budget = _budget(budget)
@@ -111,10 +138,22 @@ def search(model: nn.Module, train_data: Data, val_data: Data, test_data: Data |
     return SearchResult(session.study, front, best, final, session.parent_run_id)
 
 
-def prune(model: nn.Module, train_data: Data, val_data: Data, test_data: Data | None = None, *,
-          strategy: str = "psvit", budget: float | None = None, ratio: float | None = None, bits: int = 32,
-          out_dir: str | Path = "psvit-prune", device: str = "auto", cache_dir: str | Path = ".psvit-cache",
-          progress: bool = False, options: Mapping[str, Any] | None = None) -> Finished:
+def prune(
+    model: nn.Module,
+    train_data: Data,
+    val_data: Data,
+    test_data: Data | None = None,
+    *,
+    strategy: str = "psvit",
+    budget: float | None = None,
+    ratio: float | None = None,
+    bits: int = 32,
+    out_dir: str | Path = "psvit-prune",
+    device: str = "auto",
+    cache_dir: str | Path = ".psvit-cache",
+    progress: bool = False,
+    options: Mapping[str, Any] | None = None,
+) -> Finished:
     """Prune ``model`` with one strategy, as ``python -m psvit.prune`` does: ``uniform`` at a keep ``ratio`` or
     for a ``budget``, ``psvit`` or ``largest_first`` for a ``budget`` (from the sensitivity table); weights at
     ``bits`` (32: float). The model is BN-recalibrated, fine-tuned (``finetune`` settings, distilled from
@@ -127,21 +166,45 @@ def prune(model: nn.Module, train_data: Data, val_data: Data, test_data: Data | 
     return finish(s, ratios, Path(out_dir), bits={g.name: bits for g in s.groups} if bits < 32 else None)
 
 
-def sensitivity(model: nn.Module, train_data: Data, val_data: Data, *, grid: Sequence[float] | None = None,
-                bits: Sequence[int] = (), device: str = "auto", cache_dir: str | Path = ".psvit-cache",
-                progress: bool = False, options: Mapping[str, Any] | None = None) -> SensitivityTable:
+def sensitivity(
+    model: nn.Module,
+    train_data: Data,
+    val_data: Data,
+    *,
+    grid: Sequence[float] | None = None,
+    bits: Sequence[int] = (),
+    device: str = "auto",
+    cache_dir: str | Path = ".psvit-cache",
+    progress: bool = False,
+    options: Mapping[str, Any] | None = None,
+) -> SensitivityTable:
     """The layer-wise sensitivity table of ``model``: validation accuracy drop of each enabled group pruned alone
     to each keep ratio of ``grid`` (default: ``conf/sensitivity/default.yaml``'s), and (``bits``) quantized alone
     to each bit-width. Cached in ``cache_dir`` by model, data and settings."""
-    cfg = compose("sensitivity", {**({"sensitivity.grid": list(grid)} if grid is not None else {}),
-                                  "sensitivity.bits": list(bits), **(options or {})})
+    cfg = compose(
+        "sensitivity",
+        {
+            **({"sensitivity.grid": list(grid)} if grid is not None else {}),
+            "sensitivity.bits": list(bits),
+            **(options or {}),
+        },
+    )
     s = _setup(cfg, model, train_data, val_data, None, device=device, cache_dir=cache_dir, progress=progress)
     return sensitivity_of(s)[0]
 
 
-def finetune(model: nn.Module, train_data: Data, val_data: Data | None = None, *, teacher: nn.Module | None = None,
-             epochs: int = 4, device: str = "auto", seed: int = 0, progress: bool = False,
-             options: Mapping[str, Any] | None = None) -> list[dict[str, float]]:
+def finetune(
+    model: nn.Module,
+    train_data: Data,
+    val_data: Data | None = None,
+    *,
+    teacher: nn.Module | None = None,
+    epochs: int = 4,
+    device: str = "auto",
+    seed: int = 0,
+    progress: bool = False,
+    options: Mapping[str, Any] | None = None,
+) -> list[dict[str, float]]:
     """Fine-tune ``model`` in place with the ``finetune`` settings (``options``: ``{"finetune.lr": 1e-4}``...):
     quantization-aware when its weights are quantized, distilled from ``teacher`` when given, and (with
     ``val_data``) ending on its best validation epoch, the starting model counting as epoch 0. Returns the
@@ -155,21 +218,37 @@ def finetune(model: nn.Module, train_data: Data, val_data: Data | None = None, *
     if teacher is not None:
         teacher.to(compute.device).eval()
     with quantization_aware(model):
-        return train_model(model, dataset(train_data), epochs=epochs, seed=seed, compute=compute, progress=progress,
-                           desc="fine-tune", teacher=teacher,
-                           val_set=dataset(val_data) if val_data is not None else None, **settings)
+        return train_model(
+            model,
+            dataset(train_data),
+            epochs=epochs,
+            seed=seed,
+            compute=compute,
+            progress=progress,
+            desc="fine-tune",
+            teacher=teacher,
+            val_set=dataset(val_data) if val_data is not None else None,
+            **settings,
+        )
 
 
-def cost_report(model: nn.Module, images: torch.Tensor | Data, *, device: str = "cpu", amp: str | None = None,
-                latency_repeats: int = 10) -> CostReport:
+def cost_report(
+    model: nn.Module,
+    images: torch.Tensor | Data,
+    *,
+    device: str = "cpu",
+    amp: str | None = None,
+    latency_repeats: int = 10,
+) -> CostReport:
     """Parameters, stored weight bytes, FLOPs, firing rates, energy and latency of ``model`` on ``images`` (a
     batch ``[N, C, H, W]``, or the first 64 images of ``images`` given as data)."""
     compute = Compute.from_options(device, {"amp": amp})
     if not isinstance(images, torch.Tensor):
         data = dataset(images)
         images = torch.stack([data[i][0] for i in range(min(64, len(data)))])
-    return measure_cost(model.to(compute.device).eval(), images.to(compute.device), latency_repeats=latency_repeats,
-                        compute=compute)
+    return measure_cost(
+        model.to(compute.device).eval(), images.to(compute.device), latency_repeats=latency_repeats, compute=compute
+    )
 
 
 def dataset(data: Data) -> ArrayDataset:
@@ -185,12 +264,15 @@ def dataset(data: Data) -> ArrayDataset:
             raise DataError("the data is empty")
         images, labels = torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
     else:
-        raise ConfigError("data must be (images, labels) tensors, a Dataset or a DataLoader, "
-                          f"got {type(data).__name__}")
+        raise ConfigError(
+            f"data must be (images, labels) tensors, a Dataset or a DataLoader, got {type(data).__name__}"
+        )
     labels = torch.as_tensor(labels)
     if images.ndim != 4 or labels.ndim != 1 or len(images) != len(labels) or not len(labels):
-        raise DataError(f"data must be images [N, C, H, W] with labels [N], N > 0; got {tuple(images.shape)} and "
-                        f"{tuple(labels.shape)}")
+        raise DataError(
+            f"data must be images [N, C, H, W] with labels [N], N > 0; got {tuple(images.shape)} and "
+            f"{tuple(labels.shape)}"
+        )
     if images.is_floating_point() is False or labels.is_floating_point():
         raise DataError(f"images must be floating point and labels integers, got {images.dtype} and {labels.dtype}")
     return ArrayDataset(images.float().cpu(), labels.cpu().numpy())
@@ -202,14 +284,25 @@ def _budget(budget: float | None) -> float | None:
     return None if budget is None else check_budget_value(budget)
 
 
-def _setup(cfg: DictConfig, model: nn.Module, train_data: Data, val_data: Data, test_data: Data | None, *,
-           device: str, cache_dir: str | Path, progress: bool) -> Setup:
+def _setup(
+    cfg: DictConfig,
+    model: nn.Module,
+    train_data: Data,
+    val_data: Data,
+    test_data: Data | None,
+    *,
+    device: str,
+    cache_dir: str | Path,
+    progress: bool,
+) -> Setup:
     """The workflow's :class:`~psvit.workflow.Setup` for a model and data in hand: the model is evaluated and
     saved in ``cache_dir`` under its content hash (what identifies a study's base and keys its sensitivity
     table), and ``cfg.data`` names the data by a content hash of its images and labels."""
     if not hasattr(model, "model_name"):
-        raise ConfigError("model must be a psvit model (psvit.create_model or psvit.load), whose channel groups "
-                          f"psvit knows; got {type(model).__name__}")
+        raise ConfigError(
+            "model must be a psvit model (psvit.create_model or psvit.load), whose channel groups "
+            f"psvit knows; got {type(model).__name__}"
+        )
     splits = data_splits(train_data, val_data, test_data)
     with open_dict(cfg):
         cfg.device, cfg.cache_dir, cfg.progress = device, str(cache_dir), progress
@@ -220,8 +313,9 @@ def _setup(cfg: DictConfig, model: nn.Module, train_data: Data, val_data: Data, 
     folder = Path(cache_dir).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        staged = checkpoint.save(model, Path(tmp) / "base.pt", meta={"val_acc": val_acc, "test_acc": test_acc,
-                                                                     "train_seconds": 0.0})
+        staged = checkpoint.save(
+            model, Path(tmp) / "base.pt", meta={"val_acc": val_acc, "test_acc": test_acc, "train_seconds": 0.0}
+        )
         digest = hashlib.sha256(staged.read_bytes()).hexdigest()[:16]
         path = staged.replace(folder / f"base-model-{digest}.pt")
     base = BaseModel(model, splits, path, val_acc, test_acc, from_cache=False, train_seconds=0.0)

@@ -27,8 +27,9 @@ class InfeasibleBudget(ConfigError):
 def check_budget_value(budget: object) -> float:
     """``budget`` as a float strictly inside (0, 1), else a one-line :class:`ConfigError`."""
     if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0.0 < float(budget) < 1.0:
-        raise ConfigError("budget must be a number strictly between 0 and 1 (a memory-saving fraction), "
-                          f"got {budget!r}")
+        raise ConfigError(
+            f"budget must be a number strictly between 0 and 1 (a memory-saving fraction), got {budget!r}"
+        )
     return float(budget)
 
 
@@ -82,9 +83,13 @@ class MemoryModel:
         key = (tuple(kept.values()), quantized)
         if key not in self._bytes:
             config = narrowed_config(self.base_config, self.groups, kept)
-            self._bytes[key] = (storage_bytes(param_shapes(self.model_name, config), self.layers,
-                                              layer_bits(self.layers, dict(quantized)))
-                                if quantized else {"float32": weight_bytes(self.model_name, config)})
+            self._bytes[key] = (
+                storage_bytes(
+                    param_shapes(self.model_name, config), self.layers, layer_bits(self.layers, dict(quantized))
+                )
+                if quantized
+                else {"float32": weight_bytes(self.model_name, config)}
+            )
         return self._bytes[key]
 
     def bytes(self, ratios: Mapping[str, float], bits: Bits = None) -> int:

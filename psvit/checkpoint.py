@@ -34,8 +34,7 @@ def payload_of(model: nn.Module, meta: dict[str, Any] | None = None) -> dict[str
     payload = {"model": model.model_name, "config": dict(model.config), "meta": dict(meta or {})}
     if quantization(model):
         return {"format": QUANTIZED_FORMAT, **payload, **pack_model(model)}
-    return {"format": FORMAT, **payload,
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    return {"format": FORMAT, **payload, "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
 
 
 def save(model: nn.Module, path: str | os.PathLike, meta: dict[str, Any] | None = None) -> Path:
@@ -128,15 +127,21 @@ def read_official_state_dict(
         why = _why_unreadable(exc)
         hint = "; if you trust the file, set model.trust_pickle=true" if why.startswith("it pickles") else ""
         raise CheckpointError(f"cannot read checkpoint {path} ({why}){hint}") from None
-    keys = {"auto": ("state_dict_ema", "state_dict", "model"), "ema": ("state_dict_ema",),
-            "raw": ("state_dict", "model")}[weights]
+    keys = {
+        "auto": ("state_dict_ema", "state_dict", "model"),
+        "ema": ("state_dict_ema",),
+        "raw": ("state_dict", "model"),
+    }[weights]
     taken = "the bare state_dict"
-    if isinstance(payload, dict) and any(isinstance(payload.get(k), dict) for k in ("state_dict_ema", "state_dict",
-                                                                                     "model")):
+    if isinstance(payload, dict) and any(
+        isinstance(payload.get(k), dict) for k in ("state_dict_ema", "state_dict", "model")
+    ):
         key = next((k for k in keys if isinstance(payload.get(k), dict)), None)
         if key is None:
-            raise CheckpointError(f"{path} has no {weights.upper()} weights (model.weights={weights}); "
-                                  f"it holds: {', '.join(k for k in payload if isinstance(payload[k], dict))}")
+            raise CheckpointError(
+                f"{path} has no {weights.upper()} weights (model.weights={weights}); "
+                f"it holds: {', '.join(k for k in payload if isinstance(payload[k], dict))}"
+            )
         payload, taken = payload[key], ("EMA weights" if key == "state_dict_ema" else "non-EMA weights") + f" ({key!r})"
     elif weights == "ema":
         raise CheckpointError(f"{path} is a bare state_dict: it has no EMA weights (model.weights=ema)")
@@ -146,7 +151,11 @@ def read_official_state_dict(
 
 
 def load_official_weights(
-    model: nn.Module, path: str | os.PathLike, *, trust_pickle: bool = False, weights: str = "auto",
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    trust_pickle: bool = False,
+    weights: str = "auto",
     checkpoint_format: str = "auto",
 ) -> str:
     """Load an official-layout state_dict into ``model`` with ``strict=True`` (a mismatch is a one-line error);
@@ -159,8 +168,10 @@ def load_official_weights(
     state_dict = to_psvit_layout(state_dict, model.model_name, model.config, checkpoint_format)
     mismatch = _mismatch(model.state_dict(), state_dict)
     if mismatch:
-        raise CheckpointError(f"{path} does not fit the configured model: {mismatch}; check the model.* config "
-                              "(variant, embed_dim, depth, num_heads, ...) against the checkpoint's")
+        raise CheckpointError(
+            f"{path} does not fit the configured model: {mismatch}; check the model.* config "
+            "(variant, embed_dim, depth, num_heads, ...) against the checkpoint's"
+        )
     model.load_state_dict(state_dict, strict=True)
     return taken
 
@@ -171,8 +182,12 @@ def _mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor])
     missing = [k for k in expected if k not in found]
     unexpected = [k for k in found if k not in expected]
     reshaped = [k for k in expected if k in found and found[k].shape != expected[k].shape]
-    parts = [f"{len(missing)} missing keys (e.g. {missing[0]})" if missing else "",
-             f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})" if unexpected else "",
-             f"{len(reshaped)} tensors of another shape (e.g. {reshaped[0]}: {list(found[reshaped[0]].shape)} in the "
-             f"file, {list(expected[reshaped[0]].shape)} in the model)" if reshaped else ""]
+    parts = [
+        f"{len(missing)} missing keys (e.g. {missing[0]})" if missing else "",
+        f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})" if unexpected else "",
+        f"{len(reshaped)} tensors of another shape (e.g. {reshaped[0]}: {list(found[reshaped[0]].shape)} in the "
+        f"file, {list(expected[reshaped[0]].shape)} in the model)"
+        if reshaped
+        else "",
+    ]
     return ", ".join(p for p in parts if p)

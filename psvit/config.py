@@ -40,9 +40,12 @@ def check_numbers(cfg: DictConfig) -> None:
             continue
         low, high = (float(bound) for bound in interval[1:-1].split(","))
         is_int = kind.startswith("int")
-        if (isinstance(value, bool) or not isinstance(value, int if is_int else (int, float))
-                or not (low <= value if interval[0] == "[" else low < value)
-                or not (value <= high if interval[-1] == "]" else value < high)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int if is_int else (int, float))
+            or not (low <= value if interval[0] == "[" else low < value)
+            or not (value <= high if interval[-1] == "]" else value < high)
+        ):
             raise ConfigError(number_error(key, value))
 
 
@@ -54,8 +57,9 @@ def number_error(key: str, value: object) -> str:
     return f"{key} must be {what} in {interval}{nullable}, got {value!r}"
 
 
-def compose(config_name: str, options: Mapping[str, Any] | None = None, *,
-            groups: Mapping[str, str] | None = None) -> DictConfig:
+def compose(
+    config_name: str, options: Mapping[str, Any] | None = None, *, groups: Mapping[str, str] | None = None
+) -> DictConfig:
     """The packaged primary config ``config_name`` (``search``, ``prune``, ...) as a command composes it, with
     its default config groups or the ones chosen in ``groups`` (``{"strategy": "uniform"}``); then ``options``
     (dotted keys, ``{"finetune.epochs": 1}``) set on it. A group option or key that does not exist, or a number
@@ -69,8 +73,9 @@ def compose(config_name: str, options: Mapping[str, Any] | None = None, *,
     GlobalHydra.instance().clear()
     try:
         with initialize_config_module(config_module="psvit.conf", version_base="1.3"):
-            cfg = hydra_compose(config_name=config_name,
-                                overrides=[f"{group}={option}" for group, option in (groups or {}).items()])
+            cfg = hydra_compose(
+                config_name=config_name, overrides=[f"{group}={option}" for group, option in (groups or {}).items()]
+            )
     except HydraException as exc:
         raise ConfigError(str(exc).splitlines()[0]) from None
     finally:

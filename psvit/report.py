@@ -17,14 +17,27 @@ class ResultRow:
     flops: int
     energy_mj: float
 
-    HEADER = ("original acc", "pruned acc, no fine-tune", "pruned acc, fine-tuned", "memory saving", "params",
-              "FLOPs (MAC/img/step)", "energy (mJ/img)")
+    HEADER = (
+        "original acc",
+        "pruned acc, no fine-tune",
+        "pruned acc, fine-tuned",
+        "memory saving",
+        "params",
+        "FLOPs (MAC/img/step)",
+        "energy (mJ/img)",
+    )
 
     def cells(self) -> list[str]:
         ft = "-" if self.finetuned_acc is None else f"{100 * self.finetuned_acc:.2f}%"
-        return [f"{100 * self.original_acc:.2f}%", f"{100 * self.pruned_acc:.2f}%", ft,
-                f"{100 * self.memory_saving:.2f}%", f"{self.params:,}", f"{self.flops / 1e6:.2f}M",
-                f"{self.energy_mj:.4f}"]
+        return [
+            f"{100 * self.original_acc:.2f}%",
+            f"{100 * self.pruned_acc:.2f}%",
+            ft,
+            f"{100 * self.memory_saving:.2f}%",
+            f"{self.params:,}",
+            f"{self.flops / 1e6:.2f}M",
+            f"{self.energy_mj:.4f}",
+        ]
 
     def markdown(self, with_header: bool = True) -> str:
         line = "| " + " | ".join(self.cells()) + " |"

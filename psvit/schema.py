@@ -144,16 +144,25 @@ class UniformStrategySchema:
 
 #: ``conf/<group>/<option>.yaml`` -> its schema, stored in Hydra's ConfigStore as ``schema/<group>/<option>``.
 SCHEMAS: dict[str, type] = {
-    "train/default": TrainSchema, "finetune/default": FinetuneSchema, "compute/default": ComputeSchema,
-    "prune/default": PruneSchema, "sensitivity/default": SensitivitySchema, "search/default": SearchSchema,
-    "mlflow/default": MlflowSchema, "strategy/psvit": PsvitStrategySchema,
-    "strategy/largest_first": LargestFirstStrategySchema, "strategy/uniform": UniformStrategySchema,
+    "train/default": TrainSchema,
+    "finetune/default": FinetuneSchema,
+    "compute/default": ComputeSchema,
+    "prune/default": PruneSchema,
+    "sensitivity/default": SensitivitySchema,
+    "search/default": SearchSchema,
+    "mlflow/default": MlflowSchema,
+    "strategy/psvit": PsvitStrategySchema,
+    "strategy/largest_first": LargestFirstStrategySchema,
+    "strategy/uniform": UniformStrategySchema,
 }
 #: Numbers outside the schemas: the primary configs' own keys and the data group's (each dataset has its own
 #: options; these are the ones they share).
 OTHER_RANGES: dict[str, tuple[str, str]] = {
-    "seed": ("int", "[0, inf)"), "data.seed": ("int", "[0, inf)"), "data.img_size": ("int", "[1, inf)"),
-    "data.val_fraction": ("number", "[0, 1)"), "data.test_fraction": ("number", "[0, 1)"),
+    "seed": ("int", "[0, inf)"),
+    "data.seed": ("int", "[0, inf)"),
+    "data.img_size": ("int", "[1, inf)"),
+    "data.val_fraction": ("number", "[0, 1)"),
+    "data.test_fraction": ("number", "[0, 1)"),
 }
 
 
@@ -191,5 +200,8 @@ def _ranges(schema: type, prefix: str) -> dict[str, tuple[str, str]]:
 
 def _annotations(schema: type) -> dict[str, str]:
     """The fields' annotations as written (strings: this module postpones them)."""
-    return {name: str(hint) for klass in reversed(schema.__mro__) for name, hint in
-            getattr(klass, "__annotations__", {}).items()}
+    return {
+        name: str(hint)
+        for klass in reversed(schema.__mro__)
+        for name, hint in getattr(klass, "__annotations__", {}).items()
+    }

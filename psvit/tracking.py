@@ -78,8 +78,9 @@ def tag_column(key: str) -> str:
     return f"tags.`{key}`"
 
 
-def runs_view(name: str, *, search_filter: str, order_by: str, columns: list[str], column_widths: int,
-              scatter: tuple[str, str]) -> dict[str, Any]:
+def runs_view(
+    name: str, *, search_filter: str, order_by: str, columns: list[str], column_widths: int, scatter: tuple[str, str]
+) -> dict[str, Any]:
     """A saved view of the runs page, as MLflow 3.17's UI stores one (see :func:`save_runs_views`).
 
     Its ``state`` holds the search (``searchFilter``, ``orderByKey`` descending) and the UI state: the table's
@@ -88,16 +89,37 @@ def runs_view(name: str, *, search_filter: str, order_by: str, columns: list[str
     chart view: one scatter card of metrics ``scatter`` = (x, y) in a section of its own named ``name``.
     """
     x, y = scatter
-    chart = {"uuid": f"scatter-{x}-{y}", "type": "SCATTER", "metricSectionId": name, "runsCountToCompare": 100,
-             "xaxis": {"key": x, "type": "METRIC"}, "yaxis": {"key": y, "type": "METRIC"}, "deleted": False,
-             "isGenerated": False}
-    state = {"searchFilter": search_filter, "orderByKey": order_by, "orderByAsc": False,
-             "selectedColumns": columns, "columnOrder": ["attributes.`Run Name`", "runDateAndNestInfo", "duration",
-                                                         *columns],
-             "columnWidths": dict.fromkeys(columns, column_widths), "runsHiddenMode": "SHOW_ALL",
-             "compareRunCharts": [chart], "compareRunSections": [{"uuid": name, "name": name, "display": True,
-                                                                  "isReordered": False, "deleted": False,
-                                                                  "columns": 2, "cardHeight": 480}]}
+    chart = {
+        "uuid": f"scatter-{x}-{y}",
+        "type": "SCATTER",
+        "metricSectionId": name,
+        "runsCountToCompare": 100,
+        "xaxis": {"key": x, "type": "METRIC"},
+        "yaxis": {"key": y, "type": "METRIC"},
+        "deleted": False,
+        "isGenerated": False,
+    }
+    state = {
+        "searchFilter": search_filter,
+        "orderByKey": order_by,
+        "orderByAsc": False,
+        "selectedColumns": columns,
+        "columnOrder": ["attributes.`Run Name`", "runDateAndNestInfo", "duration", *columns],
+        "columnWidths": dict.fromkeys(columns, column_widths),
+        "runsHiddenMode": "SHOW_ALL",
+        "compareRunCharts": [chart],
+        "compareRunSections": [
+            {
+                "uuid": name,
+                "name": name,
+                "display": True,
+                "isReordered": False,
+                "deleted": False,
+                "columns": 2,
+                "cardHeight": 480,
+            }
+        ],
+    }
     return {"name": name, "state": json.dumps(state)}
 
 
@@ -115,8 +137,9 @@ def save_runs_views(experiment_id: str, views: Mapping[str, dict[str, Any]]) -> 
         key = f"{SAVED_VIEW_TAG}{view}"
         old = json.loads(saved.get(key, "{}"))
         if {k: old.get(k) for k in content} != content:
-            client.set_experiment_tag(experiment_id, key, json.dumps({**content, "createdAt": old.get("createdAt", now),
-                                                                      "updatedAt": now}))
+            client.set_experiment_tag(
+                experiment_id, key, json.dumps({**content, "createdAt": old.get("createdAt", now), "updatedAt": now})
+            )
 
 
 def ui_address(tracking_uri: str, page: str) -> str:
@@ -133,8 +156,15 @@ def run_page(experiment_id: str, run_id: str) -> str:
 
 
 @contextlib.contextmanager
-def run(tracking_uri: str, experiment: str, name: str, *, run_id: str | None = None,
-        parent_run_id: str | None = None, tags: Mapping[str, Any] | None = None) -> Iterator[Any]:
+def run(
+    tracking_uri: str,
+    experiment: str,
+    name: str,
+    *,
+    run_id: str | None = None,
+    parent_run_id: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+) -> Iterator[Any]:
     """An MLflow run (new, or resumed by ``run_id``), ended when the block exits.
 
     ``parent_run_id`` nests it under that run (via the ``mlflow.parentRunId`` tag, which the UI shows as a tree;
@@ -145,8 +175,9 @@ def run(tracking_uri: str, experiment: str, name: str, *, run_id: str | None = N
     tags = {k: str(v) for k, v in (tags or {}).items()}
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else name, experiment_id=experiment_id,
-                          tags=tags) as active:
+    with mlflow.start_run(
+        run_id=run_id, run_name=None if run_id else name, experiment_id=experiment_id, tags=tags
+    ) as active:
         yield active
 
 
@@ -209,16 +240,21 @@ def child_runs_tagged(experiment_id: str, parent_run_id: str, key: str, value: s
 
 def _child_runs(experiment_id: str, parent_run_id: str, condition: str) -> list[Any]:
     """The child runs of ``parent_run_id`` that meet an MLflow search ``condition`` (one search query)."""
-    return import_mlflow().MlflowClient().search_runs(
-        [experiment_id], max_results=50000,
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and {condition}")
+    return (
+        import_mlflow()
+        .MlflowClient()
+        .search_runs(
+            [experiment_id],
+            max_results=50000,
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' and {condition}",
+        )
+    )
 
 
 def start_child_run(parent_run_id: str, name: str, tags: Mapping[str, Any]) -> str:
     """Create a RUNNING child run of ``parent_run_id`` without making it this process's active run; its id."""
     tags = {**{k: str(v) for k, v in tags.items()}, "mlflow.parentRunId": parent_run_id}
-    return import_mlflow().MlflowClient().create_run(experiment_of(parent_run_id), run_name=name,
-                                                     tags=tags).info.run_id
+    return import_mlflow().MlflowClient().create_run(experiment_of(parent_run_id), run_name=name, tags=tags).info.run_id
 
 
 def running_child_runs(parent_run_id: str) -> dict[str, dict[str, str]]:
@@ -244,4 +280,3 @@ def log_text(text: str, file_name: str, run_id: str | None = None) -> None:
         path = Path(tmp) / file_name
         path.write_text(text)
         log_artifact(path, run_id)
-

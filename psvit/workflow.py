@@ -62,8 +62,9 @@ def setup(cfg: DictConfig) -> Setup:
     """Train or reuse the cached base model and build the memory model for its enabled groups."""
     compute = compute_of(cfg)
     model_cfg, data_cfg, train_cfg = config_sections(cfg, "model", "data", "train")
-    base = get_base_model(model_cfg, data_cfg, train_cfg, seed=cfg.seed, cache_dir=cfg.cache_dir,
-                          compute=compute, progress=cfg.progress)
+    base = get_base_model(
+        model_cfg, data_cfg, train_cfg, seed=cfg.seed, cache_dir=cfg.cache_dir, compute=compute, progress=cfg.progress
+    )
     return setup_for(cfg, base, compute)
 
 
@@ -89,9 +90,17 @@ def sensitivity_settings(cfg: DictConfig) -> SensitivitySettings:
 
 def sensitivity(s: Setup) -> tuple[SensitivityTable, bool]:
     """The (cached) sensitivity table of the enabled groups; and whether it came from the cache."""
-    return get_sensitivity(s.base, s.groups, s.memory, s.constraints, sensitivity_settings(s.cfg),
-                           data_cfg=s.data_cfg, cache_dir=s.cfg.cache_dir, compute=s.compute,
-                           progress=s.cfg.progress)
+    return get_sensitivity(
+        s.base,
+        s.groups,
+        s.memory,
+        s.constraints,
+        sensitivity_settings(s.cfg),
+        data_cfg=s.data_cfg,
+        cache_dir=s.cfg.cache_dir,
+        compute=s.compute,
+        progress=s.cfg.progress,
+    )
 
 
 def one_shot_bits(s: Setup) -> dict[str, int] | None:
@@ -113,9 +122,16 @@ def allocate(s: Setup) -> tuple[dict[str, float], str]:
 
     strategy = s.cfg.strategy
     ratios, note = allocation.allocate(
-        strategy.name, s.memory, s.groups, budget=s.cfg.get("budget"), ratio=s.cfg.get("ratio"),
-        bits=one_shot_bits(s), sensitivity=table, step=strategy.get("step", allocation.PSVIT_STEP),
-        tolerance=strategy.get("tolerance", allocation.LARGEST_FIRST_TOLERANCE))
+        strategy.name,
+        s.memory,
+        s.groups,
+        budget=s.cfg.get("budget"),
+        ratio=s.cfg.get("ratio"),
+        bits=one_shot_bits(s),
+        sensitivity=table,
+        step=strategy.get("step", allocation.PSVIT_STEP),
+        tolerance=strategy.get("tolerance", allocation.LARGEST_FIRST_TOLERANCE),
+    )
     if cached:
         note = "sensitivity from cache" if cached[0] else "sensitivity computed"
     return ratios, note
@@ -124,8 +140,11 @@ def allocate(s: Setup) -> tuple[dict[str, float], str]:
 def write_sensitivity(table: SensitivityTable, out_dir: Path) -> list[Path]:
     """The table as CSV and JSON, and its plot as PNG, in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    return [table.to_csv(out_dir / "sensitivity.csv"), table.to_json(out_dir / "sensitivity.json"),
-            table.plot(out_dir / "sensitivity.png")]
+    return [
+        table.to_csv(out_dir / "sensitivity.csv"),
+        table.to_json(out_dir / "sensitivity.json"),
+        table.plot(out_dir / "sensitivity.png"),
+    ]
 
 
 def pruned_model(s: Setup, ratios: dict[str, float], *, recalibrate_bn: bool = True, bits: Bits = None) -> nn.Module:
@@ -147,16 +166,27 @@ def recalibrate(s: Setup, model: nn.Module) -> nn.Module:
     return model
 
 
-def recover(s: Setup, model: nn.Module, epochs: int, *, val_set: Any = None, progress: bool = False,
-            desc: str = "recover") -> list[dict[str, float]]:
+def recover(
+    s: Setup, model: nn.Module, epochs: int, *, val_set: Any = None, progress: bool = False, desc: str = "recover"
+) -> list[dict[str, float]]:
     """Fine-tune ``model`` in place with the ``finetune`` settings for ``epochs``: quantization-aware when its
     weights are quantized, distilled from the unpruned base when ``finetune.kd_weight > 0``, and (with a
     ``val_set``) ending on its best epoch, the starting model counting as epoch 0."""
     settings = {k: v for k, v in config_sections(s.cfg, "finetune")[0].items() if k != "epochs"}
     teacher = s.base.model if settings.get("kd_weight", 0.0) > 0 else None
     with quantization_aware(model):
-        return train_model(model, s.base.splits.train, epochs=epochs, seed=s.cfg.seed, compute=s.compute,
-                           progress=progress, desc=desc, teacher=teacher, val_set=val_set, **settings)
+        return train_model(
+            model,
+            s.base.splits.train,
+            epochs=epochs,
+            seed=s.cfg.seed,
+            compute=s.compute,
+            progress=progress,
+            desc=desc,
+            teacher=teacher,
+            val_set=val_set,
+            **settings,
+        )
 
 
 @dataclass
@@ -173,8 +203,9 @@ class Finished:
     history: list[dict[str, float]]
 
 
-def finish(s: Setup, ratios: dict[str, float], out_dir: Path, *, desc: str = "fine-tune",
-           bits: Bits = None) -> Finished:
+def finish(
+    s: Setup, ratios: dict[str, float], out_dir: Path, *, desc: str = "fine-tune", bits: Bits = None
+) -> Finished:
     """Prune with ``ratios`` (and quantize at ``bits``), report test accuracy before and after fine-tuning
     (:func:`recover` on the validation split), and save the checkpoint."""
     cfg = s.cfg
@@ -185,17 +216,29 @@ def finish(s: Setup, ratios: dict[str, float], out_dir: Path, *, desc: str = "fi
     if epochs > 0:
         history = recover(s, model, epochs, val_set=s.base.splits.val, progress=cfg.progress, desc=desc)
         best = best_epoch(history)
-        print(f"fine-tune: kept epoch {best['epoch']} of {epochs} (val acc {best['val_acc']:.4f}; "
-              f"epoch 0, before fine-tuning: {history[0]['val_acc']:.4f})")
+        print(
+            f"fine-tune: kept epoch {best['epoch']} of {epochs} (val acc {best['val_acc']:.4f}; "
+            f"epoch 0, before fine-tuning: {history[0]['val_acc']:.4f})"
+        )
         finetuned_acc = evaluate(model, s.base.splits.test, s.compute)
     model = model.eval()
     cost = cost_report(model, sample_images(s.base.splits, s.compute), compute=s.compute)
     row = ResultRow(
-        original_acc=s.base.test_acc, pruned_acc=pruned_acc, finetuned_acc=finetuned_acc,
-        memory_saving=s.memory.saving(ratios, bits), params=cost.params, flops=cost.flops, energy_mj=cost.energy_mj,
+        original_acc=s.base.test_acc,
+        pruned_acc=pruned_acc,
+        finetuned_acc=finetuned_acc,
+        memory_saving=s.memory.saving(ratios, bits),
+        params=cost.params,
+        flops=cost.flops,
+        energy_mj=cost.energy_mj,
     )
-    meta = {"ratios": ratios, "bits": dict(bits or {}), "base": s.base.path.name,
-            "test_acc": finetuned_acc if finetuned_acc is not None else pruned_acc, "row": row.metrics(),
-            "data": {**s.data_cfg, "in_channels": s.base.splits.in_channels}}
+    meta = {
+        "ratios": ratios,
+        "bits": dict(bits or {}),
+        "base": s.base.path.name,
+        "test_acc": finetuned_acc if finetuned_acc is not None else pruned_acc,
+        "row": row.metrics(),
+        "data": {**s.data_cfg, "in_channels": s.base.splits.in_channels},
+    }
     path = checkpoint.save(model, out_dir / "pruned.pt", meta=meta)
     return Finished(model, ratios, row, cost, path, dict(bits or {}), history)

@@ -26,8 +26,13 @@ def kept_fractions(memory: MemoryModel, ratios: Mapping[str, float], names: Sequ
     return {n: kept[n] / widths[n] for n in names}
 
 
-def project_to_saving(memory: MemoryModel, ratios: Mapping[str, float], target: float,
-                      direction: Mapping[str, float] | None = None, bits: Bits = None) -> dict[str, float] | None:
+def project_to_saving(
+    memory: MemoryModel,
+    ratios: Mapping[str, float],
+    target: float,
+    direction: Mapping[str, float] | None = None,
+    bits: Bits = None,
+) -> dict[str, float] | None:
     """``ratios`` moved along ``direction`` (default: proportional to each group's pruned fraction, plus a
     little of every group so that unpruned groups can move too) to the smallest change that saves ``target``
     with the weights at bit-widths ``bits`` (held fixed: a projection over both axes moves the widths for the
@@ -61,8 +66,9 @@ def project_to_saving(memory: MemoryModel, ratios: Mapping[str, float], target: 
     return kept_fractions(memory, at(hi), names)
 
 
-def repair_to_budget(memory: MemoryModel, ratios: Mapping[str, float], budget: float,
-                     bits: Bits = None) -> dict[str, float]:
+def repair_to_budget(
+    memory: MemoryModel, ratios: Mapping[str, float], budget: float, bits: Bits = None
+) -> dict[str, float]:
     """``ratios`` if they meet ``budget`` (at bit-widths ``bits``); else the proportional projection onto it (a
     sample that misses the budget is pruned deeper along its own direction instead of being thrown away)."""
     if memory.saving(ratios, bits) >= budget:

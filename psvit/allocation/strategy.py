@@ -35,15 +35,25 @@ def check_strategy(strategy: str, budget: float | None, ratio: float | None) -> 
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
             raise ConfigError(f"ratio must be a keep ratio in (0, 1], got {ratio!r}")
     elif budget is None:
-        raise ConfigError(f"strategy={strategy} needs +budget=B (minimum memory saving, 0 < B < 1)"
-                          + (" or +ratio=R" if strategy == "uniform" else ""))
+        raise ConfigError(
+            f"strategy={strategy} needs +budget=B (minimum memory saving, 0 < B < 1)"
+            + (" or +ratio=R" if strategy == "uniform" else "")
+        )
     return budget
 
 
-def allocate(strategy: str, memory: MemoryModel, groups: Sequence[Group], *, budget: float | None = None,
-             ratio: float | None = None, bits: Bits = None,
-             sensitivity: Callable[[], SensitivityTable] | None = None, step: float = PSVIT_STEP,
-             tolerance: float = LARGEST_FIRST_TOLERANCE) -> tuple[dict[str, float], str]:
+def allocate(
+    strategy: str,
+    memory: MemoryModel,
+    groups: Sequence[Group],
+    *,
+    budget: float | None = None,
+    ratio: float | None = None,
+    bits: Bits = None,
+    sensitivity: Callable[[], SensitivityTable] | None = None,
+    step: float = PSVIT_STEP,
+    tolerance: float = LARGEST_FIRST_TOLERANCE,
+) -> tuple[dict[str, float], str]:
     """Keep ratios per group for ``strategy``; and a note on how they were found. The budget's feasibility is
     checked (:meth:`MemoryModel.check_feasible`) before any sensitivity is asked for."""
     budget = check_strategy(strategy, budget, ratio)

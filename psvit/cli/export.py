@@ -52,8 +52,16 @@ def main(cfg: DictConfig) -> None:
     images = source.images(cfg.parity.images)
     batches = (1, cfg.latency.batch) if cfg.latency.batch else ()
     tol = Tolerance(cfg.parity.max_abs_logit, cfg.parity.min_top1_graph, cfg.parity.min_top1_model)
-    done = export_model(source.model, output_path(cfg), images, fmt=cfg.format, fold_bn=cfg.fold_bn, tol=tol,
-                        latency_batches=tuple(dict.fromkeys(batches)), repeats=cfg.latency.repeats,
-                        compiled=cfg.latency.compile, progress=cfg.progress)
+    done = export_model(
+        source.model,
+        output_path(cfg),
+        images,
+        fmt=cfg.format,
+        fold_bn=cfg.fold_bn,
+        tol=tol,
+        latency_batches=tuple(dict.fromkeys(batches)),
+        repeats=cfg.latency.repeats,
+        compiled=cfg.latency.compile,
+        progress=cfg.progress,
+    )
     print(done.format())
-

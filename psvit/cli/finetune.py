@@ -80,22 +80,38 @@ def finetune(cfg: DictConfig, device: str) -> None:
     world = distributed.world_size()
     if main:
         print(compute.describe() + f", processes: {world}")
-        print(f"{splits.describe()}\nglobal batch: {world * settings['accumulate'] * settings['batch_size']} "
-              f"({world} process(es) x accumulate {settings['accumulate']} x batch {settings['batch_size']})"
-              + (f"; distilled from {cfg.teacher}" if teacher is not None and settings["kd_weight"] > 0 else ""))
+        print(
+            f"{splits.describe()}\nglobal batch: {world * settings['accumulate'] * settings['batch_size']} "
+            f"({world} process(es) x accumulate {settings['accumulate']} x batch {settings['batch_size']})"
+            + (f"; distilled from {cfg.teacher}" if teacher is not None and settings["kd_weight"] > 0 else "")
+        )
     before = evaluate(model, splits.test, compute) if main else None
     with quantization_aware(model):
-        history = train_model(model, splits.train, epochs=epochs, seed=cfg.seed, compute=compute,
-                              progress=cfg.progress, desc="fine-tune", teacher=teacher, val_set=splits.val,
-                              **settings)
+        history = train_model(
+            model,
+            splits.train,
+            epochs=epochs,
+            seed=cfg.seed,
+            compute=compute,
+            progress=cfg.progress,
+            desc="fine-tune",
+            teacher=teacher,
+            val_set=splits.val,
+            **settings,
+        )
     if not main:
         return
     best = best_epoch(history)
     after = evaluate(model, splits.test, compute)
-    path = checkpoint.save(model, Path(HydraConfig.get().runtime.output_dir) / OUTPUT_NAME,
-                           meta={**source.meta, "test_acc": after, "history": history})
-    print(f"fine-tune: kept epoch {best['epoch']} of {epochs} (val acc {best['val_acc']:.4f}; "
-          f"epoch 0, before fine-tuning: {history[0]['val_acc']:.4f})")
+    path = checkpoint.save(
+        model,
+        Path(HydraConfig.get().runtime.output_dir) / OUTPUT_NAME,
+        meta={**source.meta, "test_acc": after, "history": history},
+    )
+    print(
+        f"fine-tune: kept epoch {best['epoch']} of {epochs} (val acc {best['val_acc']:.4f}; "
+        f"epoch 0, before fine-tuning: {history[0]['val_acc']:.4f})"
+    )
     print(f"test accuracy: {before:.4f} before, {after:.4f} after fine-tuning")
     print(f"finetuned checkpoint: {path}")
 

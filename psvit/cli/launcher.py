@@ -178,8 +178,9 @@ def remove_job_output() -> None:
     expected = {p for p in (record, log) if p is not None}
     if not out.is_dir() or set(out.iterdir()) - expected:
         return
-    if (log.is_file() and log.stat().st_size) or (record and record.is_dir() and
-                                                  {f.name for f in record.iterdir()} - set(_HYDRA_RECORD)):
+    if (log.is_file() and log.stat().st_size) or (
+        record and record.is_dir() and {f.name for f in record.iterdir()} - set(_HYDRA_RECORD)
+    ):
         return
     if record and record.is_dir():
         for name in _HYDRA_RECORD:
@@ -205,4 +206,3 @@ def _rmdir_if_empty(folder: Path) -> bool:
     except OSError:  # not empty, or already gone
         return not folder.exists()
     return True
-

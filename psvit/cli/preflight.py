@@ -27,6 +27,7 @@ DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 FILE_SCHEMES = ("", "file")
 SERVER_SCHEMES = ("http", "https", "databricks")
 
+
 def check_writable_dir(path: str | os.PathLike, what: str) -> None:
     """``path`` is a writable folder, or could be created as one (its nearest existing parent is writable)."""
     folder = Path(path).expanduser().absolute()
@@ -94,8 +95,10 @@ def check_server(uri: str) -> None:
         return
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise ConfigError(f"MLflow tracking server {uri} is unreachable ({reason}); start it or set "
-                          "mlflow.tracking_uri (the default is sqlite:///mlflow.db)") from None
+        raise ConfigError(
+            f"MLflow tracking server {uri} is unreachable ({reason}); start it or set "
+            "mlflow.tracking_uri (the default is sqlite:///mlflow.db)"
+        ) from None
 
 
 def check_outputs(cfg: DictConfig) -> None:
@@ -138,4 +141,3 @@ def check_plan(cfg: DictConfig, budget: float | None = None, min_bits: int = 32)
     groups = select_groups(memory.groups, enabled)
     if budget is not None:
         memory.check_feasible(budget, groups, {g.name: min_bits for g in groups})
-

@@ -1,8 +1,8 @@
 """``python -m psvit.prune``: prune the base model with a strategy, fine-tune, and print the paper's table row.
 
-    python -m psvit.prune strategy=uniform +ratio=0.75
-    python -m psvit.prune strategy=psvit +budget=0.224
-    python -m psvit.prune strategy=largest_first +budget=0.4
+python -m psvit.prune strategy=uniform +ratio=0.75
+python -m psvit.prune strategy=psvit +budget=0.224
+python -m psvit.prune strategy=largest_first +budget=0.4
 """
 
 from __future__ import annotations
@@ -50,13 +50,21 @@ def main(cfg: DictConfig) -> None:
         print(f"  {name:<16} {r:.4f}")
     print(done.row.markdown())
     print(f"pruned checkpoint: {done.checkpoint}")
-    with tracking.run(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, f"prune-{cfg.strategy.name}",
-                      tags={"psvit.command": "prune", "strategy": cfg.strategy.name}) as active:
-        tracking.log_params({"config": OmegaConf.to_container(cfg, resolve=True),
-                             "ratio": {k: round(v, 6) for k, v in ratios.items()}, "bits": done.bits})
+    with tracking.run(
+        cfg.mlflow.tracking_uri,
+        cfg.mlflow.experiment,
+        f"prune-{cfg.strategy.name}",
+        tags={"psvit.command": "prune", "strategy": cfg.strategy.name},
+    ) as active:
+        tracking.log_params(
+            {
+                "config": OmegaConf.to_container(cfg, resolve=True),
+                "ratio": {k: round(v, 6) for k, v in ratios.items()},
+                "bits": done.bits,
+            }
+        )
         tracking.log_metrics({**done.row.metrics(), **done.cost.to_dict()})
         tracking.log_text(done.row.markdown() + "\n", "result_row.md")
         tracking.log_artifact(done.checkpoint)
         tracking.log_artifact(s.base.splits_file, artifact_path="data")
     print(f"MLflow run {active.info.run_id} in {cfg.mlflow.tracking_uri} (experiment {cfg.mlflow.experiment!r})")
-

@@ -61,8 +61,11 @@ def main(cfg: DictConfig) -> None:
         run_and_print(cfg, session)
     except KeyboardInterrupt as exc:
         tracking.end_run(session.parent_run_id, "KILLED")
-        raise Interrupted.of(exc, f"study {session.study_name!r} keeps its {session.n_complete()} complete trials "
-                                  "(a trial in progress is marked FAIL); rerun the same command to resume") from None
+        raise Interrupted.of(
+            exc,
+            f"study {session.study_name!r} keeps its {session.n_complete()} complete trials "
+            "(a trial in progress is marked FAIL); rerun the same command to resume",
+        ) from None
     except BaseException:
         tracking.end_run(session.parent_run_id, "FAILED")
         raise
@@ -78,12 +81,16 @@ def run_and_print(cfg: DictConfig, session: SearchSession) -> None:
     print(session.setup.base.describe())
     ran = session.run()
     front = session.front()
-    print(f"study {session.study_name!r}: ran {ran} trials here; {session.n_complete()} complete; "
-          f"Pareto front of {len(front)} (memory saving vs val accuracy)")
+    print(
+        f"study {session.study_name!r}: ran {ran} trials here; {session.n_complete()} complete; "
+        f"Pareto front of {len(front)} (memory saving vs val accuracy)"
+    )
     if cfg.search.finalize:
         done, trial = session.finalize(Path(HydraConfig.get().runtime.output_dir))
-        print(f"chosen: trial {trial.number} (val acc {trial.values[0]:.4f}, saving {trial.values[1]:.4f}); "
-              f"fine-tuned and tested:")
+        print(
+            f"chosen: trial {trial.number} (val acc {trial.values[0]:.4f}, saving {trial.values[1]:.4f}); "
+            f"fine-tuned and tested:"
+        )
         print(done.row.markdown())
         print(done.cost.format())
         print(f"pruned checkpoint: {done.checkpoint}")
@@ -95,4 +102,3 @@ def run_and_print(cfg: DictConfig, session: SearchSession) -> None:
     print(f"MLflow: parent run {session.parent_run_id} in experiment {cfg.mlflow.experiment!r} at {uri}; in its UI")
     print(f"  the front's runs:  {tracking.ui_address(uri, front_runs_page(experiment_id, session.study_name))}")
     print(f"  all trials, chart: {tracking.ui_address(uri, trials_chart_page(experiment_id, session.study_name))}")
-

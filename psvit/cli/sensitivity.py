@@ -20,16 +20,18 @@ def main(cfg: DictConfig) -> None:
     s = setup(cfg)
     table, cached = sensitivity(s)
     files = write_sensitivity(table, Path(HydraConfig.get().runtime.output_dir))
-    print(f"sensitivity of {len(table.groups)} groups x {len(cfg.sensitivity.grid)} keep ratios "
-          f"({'from cache' if cached else 'computed'}), base val acc {table.base_val_acc:.4f}")
+    print(
+        f"sensitivity of {len(table.groups)} groups x {len(cfg.sensitivity.grid)} keep ratios "
+        f"({'from cache' if cached else 'computed'}), base val acc {table.base_val_acc:.4f}"
+    )
     for f in files:
         print(f"  {f}")
-    with tracking.run(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, "sensitivity",
-                      tags={"psvit.command": "sensitivity"}) as active:
+    with tracking.run(
+        cfg.mlflow.tracking_uri, cfg.mlflow.experiment, "sensitivity", tags={"psvit.command": "sensitivity"}
+    ) as active:
         tracking.log_params({"config": OmegaConf.to_container(cfg, resolve=True)})
         tracking.log_metrics({"base_val_acc": table.base_val_acc, "from_cache": float(cached)})
         for f in files:
             tracking.log_artifact(f)
         tracking.log_artifact(s.base.splits_file, artifact_path="data")
     print(f"MLflow run {active.info.run_id} in {cfg.mlflow.tracking_uri}")
-

@@ -19,10 +19,14 @@ def main(cfg: DictConfig) -> None:
     compute = Compute.from_options(cfg.device, config_sections(cfg, "compute")[0])
     model_cfg, data_cfg, train_cfg = config_sections(cfg, "model", "data", "train")
     base = get_base_model(
-        model_cfg, data_cfg, train_cfg, seed=cfg.seed, cache_dir=cfg.cache_dir, compute=compute,
+        model_cfg,
+        data_cfg,
+        train_cfg,
+        seed=cfg.seed,
+        cache_dir=cfg.cache_dir,
+        compute=compute,
         progress=cfg.progress,
     )
     print(compute.describe())
     print(base.describe())
     print(cost_report(base.model, sample_images(base.splits, compute), compute=compute).format())
-

@@ -75,8 +75,11 @@ def _param_terms(model: nn.Module, groups: list[Group]) -> list[tuple[str, int, 
     """Per parameter: its name, the product of its width-independent axes, the groups sizing its other axes."""
     axis_group = {(s.key, s.dim): i for i, g in enumerate(groups) for s in g.slices}
     return [
-        (name, math.prod(n for d, n in enumerate(p.shape) if (name, d) not in axis_group),
-         tuple(sorted(axis_group[name, d] for d in range(p.dim()) if (name, d) in axis_group)))
+        (
+            name,
+            math.prod(n for d, n in enumerate(p.shape) if (name, d) not in axis_group),
+            tuple(sorted(axis_group[name, d] for d in range(p.dim()) if (name, d) in axis_group)),
+        )
         for name, p in model.named_parameters()
     ]
 
@@ -89,8 +92,10 @@ def _read_sizes(model_name: str, config: Config, groups: list[Group]) -> _Sizes:
     model = meta_model(model_name, set_widths(config, groups, {g.name: w for g, w in zip(groups, wider)}))
     for (name, constant, sized_by), p in zip(terms, model.parameters()):
         if p.numel() != constant * math.prod(wider[g] for g in sized_by):
-            raise ValueError(f"model {model_name!r}: the size of parameter {name} depends on a width that no "
-                             "group's slices cover; its family's groups are incomplete")
+            raise ValueError(
+                f"model {model_name!r}: the size of parameter {name} depends on a width that no "
+                "group's slices cover; its family's groups are incomplete"
+            )
     totals: dict[tuple[int, ...], int] = {}
     for _, constant, sized_by in terms:
         totals[sized_by] = totals.get(sized_by, 0) + constant
@@ -177,8 +182,9 @@ class _MacCounter(TorchDispatchMode):
         self._hooks = []
         for name, module in model.named_modules():
             leaf = next(module.children(), None) is None
-            self._hooks.append(module.register_forward_pre_hook(
-                lambda _m, _a, name=name, leaf=leaf: self._enter(name, leaf)))
+            self._hooks.append(
+                module.register_forward_pre_hook(lambda _m, _a, name=name, leaf=leaf: self._enter(name, leaf))
+            )
             self._hooks.append(module.register_forward_hook(lambda *_: self._leave()))
 
     def remove_hooks(self) -> None:

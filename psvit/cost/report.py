@@ -92,8 +92,9 @@ def report_forward_images(batch_size: int, latency_repeats: int = 10) -> int:
     return batch_size * (1 + forwards) + forwards
 
 
-def cost_report(model: nn.Module, images: torch.Tensor, *, latency_repeats: int = 10,
-                compute: Compute | None = None) -> CostReport:
+def cost_report(
+    model: nn.Module, images: torch.Tensor, *, latency_repeats: int = 10, compute: Compute | None = None
+) -> CostReport:
     """Analytic size and FLOPs of ``model`` (from ``model.config``), SOPs and energy from the firing rates
     measured on ``images`` (a real batch ``(B, C, H, W)``), and the median latency of that batch and of one
     image, on the device the model is on.
@@ -121,7 +122,8 @@ def cost_report(model: nn.Module, images: torch.Tensor, *, latency_repeats: int 
         model=name,
         params=count_params(name, config),
         params_excl_unused_norms=count_params(name, config, include_unused_norms=False),
-        weight_bytes=sum(stored_bytes(model, list_groups(model)).values()) if quantization(model)
+        weight_bytes=sum(stored_bytes(model, list_groups(model)).values())
+        if quantization(model)
         else weight_bytes(name, config),
         flops=flops,
         T=T,

@@ -17,8 +17,15 @@ from psvit.data.mnist_idx import MNIST_T10K
 from psvit.data.registry import dataset_options, list_datasets, load_dataset, register_dataset
 from psvit.data.splits import DataSplits, check_fractions, make_splits
 
-__all__ = ["MNIST_T10K", "DataSplits", "build_splits", "dataset_options", "list_datasets", "register_dataset",
-           "remember_splits"]
+__all__ = [
+    "MNIST_T10K",
+    "DataSplits",
+    "build_splits",
+    "dataset_options",
+    "list_datasets",
+    "register_dataset",
+    "remember_splits",
+]
 
 
 def build_splits(
@@ -39,15 +46,24 @@ def build_splits(
 
     ``held_out`` (a pretrained model): val and test are halves of the dataset's held-out part instead, and all
     of its training part is the training split; see :mod:`psvit.data.splits` and ``allow_val_from_train``."""
-    key = json.dumps([name, str(root), img_size, val_fraction, test_fraction, seed, allow_val_from_train, held_out,
-                      options], sort_keys=True, default=str)
+    key = json.dumps(
+        [name, str(root), img_size, val_fraction, test_fraction, seed, allow_val_from_train, held_out, options],
+        sort_keys=True,
+        default=str,
+    )
     if _remembered is not None and key in _remembered:
         return _remembered[key]
     check_fractions(val_fraction, test_fraction)
     data = load_dataset(name, root, img_size, options)
     splits = make_splits(
-        data, name=name, img_size=img_size, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
-        held_out=held_out, allow_val_from_train=allow_val_from_train,
+        data,
+        name=name,
+        img_size=img_size,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        held_out=held_out,
+        allow_val_from_train=allow_val_from_train,
     )
     if _remembered is not None:
         _remembered[key] = splits

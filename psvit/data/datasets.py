@@ -82,8 +82,10 @@ class Normalization:
             raise ConfigError("data options mean and std must be given together")
         m, s = torch.tensor(list(mean), dtype=torch.float32), torch.tensor(list(std), dtype=torch.float32)
         if m.ndim != 1 or len(m) != channels or s.shape != m.shape:
-            raise ConfigError(f"data options mean and std need {channels} value(s) each (one per image channel), "
-                              f"got {list(mean)}, {list(std)}; set them, or data.mean=null data.std=null")
+            raise ConfigError(
+                f"data options mean and std need {channels} value(s) each (one per image channel), "
+                f"got {list(mean)}, {list(std)}; set them, or data.mean=null data.std=null"
+            )
         if bool((s <= 0).any()):
             raise ConfigError(f"data option std must be positive, got {list(std)}")
         return cls(m.view(-1, 1, 1), s.view(-1, 1, 1))

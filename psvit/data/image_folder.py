@@ -29,8 +29,11 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".t
 TEST_FOLDERS = ("val", "test")
 
 
-INTERPOLATIONS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
-                  "nearest": Image.Resampling.NEAREST}
+INTERPOLATIONS = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+}
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,9 @@ class Preprocess:
         if not 0.0 < self.crop_pct <= 1.0:
             raise ConfigError(f"data.crop_pct must be in (0, 1], got {self.crop_pct}")
         if self.interpolation not in INTERPOLATIONS:
-            raise ConfigError(f"data.interpolation must be one of {', '.join(INTERPOLATIONS)}, "
-                              f"got {self.interpolation!r}")
+            raise ConfigError(
+                f"data.interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}"
+            )
 
     def evaluation(self, img: Image.Image) -> Image.Image:
         """Shorter side to ``img_size / crop_pct``, then the centre ``img_size`` square."""
@@ -69,8 +73,11 @@ class Preprocess:
             if 0 < w <= img.width and 0 < h <= img.height:
                 left = int(torch.randint(0, img.width - w + 1, ()))
                 top = int(torch.randint(0, img.height - h + 1, ()))
-                img = img.resize((self.img_size, self.img_size), INTERPOLATIONS[self.interpolation],
-                                 box=(left, top, left + w, top + h))
+                img = img.resize(
+                    (self.img_size, self.img_size),
+                    INTERPOLATIONS[self.interpolation],
+                    box=(left, top, left + w, top + h),
+                )
                 break
         else:
             img = self.evaluation(img)
@@ -158,8 +165,9 @@ def load(
     """RGB (3 channels) or ``grayscale`` (1) images preprocessed as the module docstring says, normalized by
     ``mean``/``std`` (one value per channel) if given."""
     channels = 1 if grayscale else 3
-    preprocess = Preprocess(img_size, grayscale, Normalization.from_options(mean, std, channels), crop_pct,
-                            interpolation, augment)
+    preprocess = Preprocess(
+        img_size, grayscale, Normalization.from_options(mean, std, channels), crop_pct, interpolation, augment
+    )
     test_dir = next((root / t for t in TEST_FOLDERS if (root / t).is_dir()), None)
     if not (root / "train").is_dir():
         test_dir = None

@@ -91,6 +91,4 @@ def load(*, root: Path, img_size: int) -> LoadedData:
         raise DataError(f"{root}: several IDX image files ({', '.join(sorted(pairs))}); expected train- and t10k-")
     labels = np.concatenate([pool[1], test[1]]) if test else pool[1]
     classes = tuple(str(c) for c in range(int(labels.max()) + 1))
-    return LoadedData(
-        _dataset(*pool, img_size), _dataset(*test, img_size) if test else None, classes, in_channels=1
-    )
+    return LoadedData(_dataset(*pool, img_size), _dataset(*test, img_size) if test else None, classes, in_channels=1)

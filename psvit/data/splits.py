@@ -71,8 +71,10 @@ class DataSplits:
         for split, (part, indices) in self.members.items():
             dataset = getattr(self, split)
             paths = getattr(dataset, "paths", None) or [""] * len(dataset)
-            rows += [f"{split}\t{part}\t{i}\t{label}\t{path}"
-                     for i, label, path in zip(indices.tolist(), dataset.labels.tolist(), paths)]
+            rows += [
+                f"{split}\t{part}\t{i}\t{label}\t{path}"
+                for i, label, path in zip(indices.tolist(), dataset.labels.tolist(), paths)
+            ]
         return "\n".join(rows) + "\n"
 
     def write_listing(self, path: Path) -> Path:
@@ -135,33 +137,54 @@ HELD_OUT_VAL_SHARE = 0.5
 
 
 def make_splits(
-    data: LoadedData, *, name: str, img_size: int, val_fraction: float, test_fraction: float, seed: int,
-    held_out: bool = False, allow_val_from_train: bool = False,
+    data: LoadedData,
+    *,
+    name: str,
+    img_size: int,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    held_out: bool = False,
+    allow_val_from_train: bool = False,
 ) -> DataSplits:
     """Split ``data`` by the ``held-out`` policy when ``held_out`` is asked for and the dataset has a held-out part,
     else by ``from-train`` (module docstring). Asked for ``held_out`` without a held-out part, the splits say in
     ``leak`` why a pretrained model's validation would leak, unless ``allow_val_from_train``."""
     official = data.test is not None
-    common = {"num_classes": len(data.classes), "in_channels": data.in_channels, "img_size": img_size, "name": name,
-              "classes": data.classes}
+    common = {
+        "num_classes": len(data.classes),
+        "in_channels": data.in_channels,
+        "img_size": img_size,
+        "name": name,
+        "classes": data.classes,
+    }
     if held_out and official:
         test, _, val = stratified_split(data.test.labels, 0.0, HELD_OUT_VAL_SHARE, seed)
-        return DataSplits(train=data.pool.for_training(), val=data.test.subset(val), test=data.test.subset(test),
-                          policy="held-out", members={"val": ("held-out", val), "test": ("held-out", test)},
-                          **common)
+        return DataSplits(
+            train=data.pool.for_training(),
+            val=data.test.subset(val),
+            test=data.test.subset(test),
+            policy="held-out",
+            members={"val": ("held-out", val), "test": ("held-out", test)},
+            **common,
+        )
     train, val, test = stratified_split(data.pool.labels, val_fraction, 0.0 if official else test_fraction, seed)
     leak = ""
     if held_out and not allow_val_from_train:
-        leak = (f"{name}: model.checkpoint was trained on images that the validation split ({val_fraction} of "
-                f"this dataset) would come from, as the dataset has no held-out part (image_folder train/ + val/, "
-                f"mnist_idx train- + t10k-); use such a dataset, or set data.allow_val_from_train=true to accept it")
+        leak = (
+            f"{name}: model.checkpoint was trained on images that the validation split ({val_fraction} of "
+            f"this dataset) would come from, as the dataset has no held-out part (image_folder train/ + val/, "
+            f"mnist_idx train- + t10k-); use such a dataset, or set data.allow_val_from_train=true to accept it"
+        )
     return DataSplits(
         train=data.pool.subset(train).for_training(),
         val=data.pool.subset(val),
         test=data.test if official else data.pool.subset(test),
         policy="from-train",
-        members={"val": ("train", val),
-                 "test": ("held-out", np.arange(len(data.test))) if official else ("train", test)},
+        members={
+            "val": ("train", val),
+            "test": ("held-out", np.arange(len(data.test))) if official else ("train", test),
+        },
         leak=leak,
         **common,
     )

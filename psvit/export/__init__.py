@@ -11,5 +11,15 @@ from psvit.export.files import FORMATS, Written
 from psvit.export.graph import ExportError, exportable
 from psvit.export.parity import Parity, Tolerance
 
-__all__ = ["FORMATS", "ExportError", "Exported", "Parity", "Tolerance", "Written", "export_model", "export_onnx",
-           "exportable", "verify"]
+__all__ = [
+    "FORMATS",
+    "ExportError",
+    "Exported",
+    "Parity",
+    "Tolerance",
+    "Written",
+    "export_model",
+    "export_onnx",
+    "exportable",
+    "verify",
+]

@@ -32,27 +32,51 @@ class Exported:
     def format(self) -> str:
         """What the command prints: ``<format>: <path>``, the exporter, its notes, parity and latency."""
         weights = self.written.weights.lines() if self.written.weights else []
-        lines = [f"{self.written.format}: {self.path}", f"exporter: {self.written.exporter}",
-                 *(f"note: {n}" for n in self.written.notes), *weights, self.parity.format(),
-                 *(f"parity FAILED: {f}" for f in self.failures)]
+        lines = [
+            f"{self.written.format}: {self.path}",
+            f"exporter: {self.written.exporter}",
+            *(f"note: {n}" for n in self.written.notes),
+            *weights,
+            self.parity.format(),
+            *(f"parity FAILED: {f}" for f in self.failures),
+        ]
         return "\n".join(lines + ([self.latency.format()] if self.latency else []))
 
 
-def verify(path: str | os.PathLike, fmt: str, model: nn.Module, images: torch.Tensor, *, fold_bn: bool = True,
-           tol: Tolerance | None = None, strict: bool = True, graph: nn.Module | None = None) -> Parity:
+def verify(
+    path: str | os.PathLike,
+    fmt: str,
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    fold_bn: bool = True,
+    tol: Tolerance | None = None,
+    strict: bool = True,
+    graph: nn.Module | None = None,
+) -> Parity:
     """Run the exported file at ``path`` on ``images`` and compare it with psvit's ``model`` and with the graph
     it should hold (``graph``, by default :func:`psvit.export.exportable` of ``model``); with ``strict``, a
     one-line :class:`~psvit.export.ExportError` when it is off tolerance."""
     runtime, run = runner_for(path, fmt)
-    parity = compare(run, runtime, graph if graph is not None else exportable(model, fold_bn=fold_bn), model,
-                     images)
+    parity = compare(run, runtime, graph if graph is not None else exportable(model, fold_bn=fold_bn), model, images)
     return check(parity, tol or Tolerance(), path) if strict else parity
 
 
-def export_model(model: nn.Module, path: str | os.PathLike, images: torch.Tensor, *, fmt: str = "onnx",
-                 fold_bn: bool = True, tol: Tolerance | None = None, latency_batches: tuple[int, ...] = (),
-                 repeats: int = 10, compiled: bool = False, strict: bool = True, progress: bool = False,
-                 max_opset: int | None = None) -> Exported:
+def export_model(
+    model: nn.Module,
+    path: str | os.PathLike,
+    images: torch.Tensor,
+    *,
+    fmt: str = "onnx",
+    fold_bn: bool = True,
+    tol: Tolerance | None = None,
+    latency_batches: tuple[int, ...] = (),
+    repeats: int = 10,
+    compiled: bool = False,
+    strict: bool = True,
+    progress: bool = False,
+    max_opset: int | None = None,
+) -> Exported:
     """Export psvit ``model`` to ``path`` (``fmt``: ``onnx`` or ``pt2``), check parity on ``images`` (real,
     preprocessed inputs) and, for each of ``latency_batches``, time it beside torch eager (and compiled).
 
@@ -72,8 +96,15 @@ def export_model(model: nn.Module, path: str | os.PathLike, images: torch.Tensor
         latency = None
         if latency_batches:
             steps.set_description(f"latency at batch {', '.join(map(str, latency_batches))}")
-            latency = latency_table(model, graph, written.path if fmt == "onnx" else None, images,
-                                    tuple(latency_batches), repeats=repeats, compiled=compiled)
+            latency = latency_table(
+                model,
+                graph,
+                written.path if fmt == "onnx" else None,
+                images,
+                tuple(latency_batches),
+                repeats=repeats,
+                compiled=compiled,
+            )
             steps.update()
     return Exported(written, parity, latency, tuple(parity.failures(tol)))
 

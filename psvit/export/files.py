@@ -43,8 +43,9 @@ class Written:
     weights: StoredWeights | None = None
 
 
-def write_onnx(graph: nn.Module, path: str | os.PathLike, example: torch.Tensor, *,
-               max_opset: int | None = None) -> Written:
+def write_onnx(
+    graph: nn.Module, path: str | os.PathLike, example: torch.Tensor, *, max_opset: int | None = None
+) -> Written:
     """Write ``graph`` (from :func:`psvit.export.exportable`) as ONNX with a dynamic batch dimension.
 
     ``example`` is an image batch of the model's input shape (2+ images, so the batch is not specialized). A
@@ -63,21 +64,37 @@ def _export_onnx(graph: nn.Module, tmp: Path, example: torch.Tensor) -> tuple[st
     """The dynamo exporter, else the legacy one (saying why); the exporter's name and the notes."""
     try:
         with _quiet():
-            torch.onnx.export(graph, (example,), str(tmp), dynamo=True, input_names=[INPUT],
-                              output_names=[OUTPUT], dynamic_shapes=({0: torch.export.Dim("batch")},),
-                              external_data=False, verbose=False)
+            torch.onnx.export(
+                graph,
+                (example,),
+                str(tmp),
+                dynamo=True,
+                input_names=[INPUT],
+                output_names=[OUTPUT],
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                external_data=False,
+                verbose=False,
+            )
         return f"torch.onnx dynamo exporter (torch {torch.__version__})", ()
     except Exception as exc:
         why = f"the dynamo exporter failed ({type(exc).__name__}: {_first_line(exc)})"
     tmp.unlink(missing_ok=True)
     try:
         with _quiet():
-            torch.onnx.export(graph, (example,), str(tmp), dynamo=False, input_names=[INPUT],
-                              output_names=[OUTPUT], opset_version=LEGACY_OPSET,
-                              dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
+            torch.onnx.export(
+                graph,
+                (example,),
+                str(tmp),
+                dynamo=False,
+                input_names=[INPUT],
+                output_names=[OUTPUT],
+                opset_version=LEGACY_OPSET,
+                dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+            )
     except Exception as exc:
-        raise ExportError(f"cannot export to ONNX: {why}; the legacy exporter failed too "
-                          f"({type(exc).__name__}: {_first_line(exc)})") from None
+        raise ExportError(
+            f"cannot export to ONNX: {why}; the legacy exporter failed too ({type(exc).__name__}: {_first_line(exc)})"
+        ) from None
     return "torch.onnx legacy TorchScript exporter", (f"{why}; used the legacy exporter",)
 
 
@@ -96,8 +113,9 @@ def write_pt2(graph: nn.Module, path: str | os.PathLike, example: torch.Tensor) 
     return Written(path, "pt2", f"torch.export (torch {torch.__version__})")
 
 
-def write_file(graph: nn.Module, path: str | os.PathLike, example: torch.Tensor, fmt: str, *,
-               max_opset: int | None = None) -> Written:
+def write_file(
+    graph: nn.Module, path: str | os.PathLike, example: torch.Tensor, fmt: str, *, max_opset: int | None = None
+) -> Written:
     """:func:`write_onnx` (with ``max_opset``) or :func:`write_pt2`, by ``fmt``."""
     if fmt not in FORMATS:
         raise ExportError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")

@@ -60,11 +60,18 @@ class StatelessLIF(nn.Module):
 
 def stateless_neuron(node: nn.Module, name: str) -> StatelessLIF:
     """The :class:`StatelessLIF` computing what spikingjelly neuron ``node`` computes at inference."""
-    ok = (isinstance(node, neuron.LIFNode) and node.step_mode == "m" and node.decay_input
-          and node.v_reset is not None and float(node.v_reset) == 0.0)
+    ok = (
+        isinstance(node, neuron.LIFNode)
+        and node.step_mode == "m"
+        and node.decay_input
+        and node.v_reset is not None
+        and float(node.v_reset) == 0.0
+    )
     if not ok:
-        raise ExportError(f"cannot export neuron {name} ({type(node).__name__}): only multi-step, decay-input LIF "
-                          "neurons with a hard reset to 0 (the Spikformer neuron) are supported")
+        raise ExportError(
+            f"cannot export neuron {name} ({type(node).__name__}): only multi-step, decay-input LIF "
+            "neurons with a hard reset to 0 (the Spikformer neuron) are supported"
+        )
     return StatelessLIF(node.tau, node.v_threshold)
 
 
@@ -82,8 +89,9 @@ def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
 
 
 @torch.no_grad()
-def fold_batchnorm(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm,
-                   quantized: QuantWeight | None = None) -> QuantWeight | None:
+def fold_batchnorm(
+    layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm, quantized: QuantWeight | None = None
+) -> QuantWeight | None:
     """Fold eval-mode ``bn`` (per output channel) into ``layer``'s weight and bias, in place. A ``quantized``
     layer's factor goes into its scales (its weight stays ``codes * scales``); returns its new codes and scales."""
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
@@ -106,8 +114,10 @@ def quantized_weights(model: nn.Module) -> dict[str, QuantWeight]:
         return {}
     groups = list_groups(model)
     group_of = {q.name: q.group for q in quant_layers(groups, {g.name for g in groups})}
-    return {name: QuantWeight(name, group_of.get(name, name), b, *exact_codes(model.get_submodule(name).weight, b))
-            for name, b in bits.items()}
+    return {
+        name: QuantWeight(name, group_of.get(name, name), b, *exact_codes(model.get_submodule(name).weight, b))
+        for name, b in bits.items()
+    }
 
 
 @torch.no_grad()

@@ -44,13 +44,21 @@ class LatencyTable:
 
     def markdown(self) -> str:
         head = "| runtime | " + " | ".join(f"batch {b} (ms)" for b in self.batches) + " |"
-        rows = [f"| {runtime} | " + " | ".join(f"{row[b] * 1e3:.2f}" if b in row else "" for b in self.batches)
-                + " |" for runtime, row in self.seconds.items()]
+        rows = [
+            f"| {runtime} | " + " | ".join(f"{row[b] * 1e3:.2f}" if b in row else "" for b in self.batches) + " |"
+            for runtime, row in self.seconds.items()
+        ]
         return "\n".join([head, "|" + "---|" * (len(self.batches) + 1), *rows])
 
 
-def onnx_latency(path: str | os.PathLike, images: torch.Tensor, *, repeats: int = 10, warmup: int = WARMUP,
-                 threads: int | None = None) -> float:
+def onnx_latency(
+    path: str | os.PathLike,
+    images: torch.Tensor,
+    *,
+    repeats: int = 10,
+    warmup: int = WARMUP,
+    threads: int | None = None,
+) -> float:
     """Median seconds of one onnxruntime run of the whole ``images`` batch."""
     session = onnx_session(path, threads)
     feed = {session.get_inputs()[0].name: np.ascontiguousarray(images.cpu().numpy(), dtype=np.float32)}
@@ -59,8 +67,16 @@ def onnx_latency(path: str | os.PathLike, images: torch.Tensor, *, repeats: int 
     return statistics.median(timeit.repeat(lambda: session.run(None, feed), repeat=repeats, number=1))
 
 
-def latency_table(model: nn.Module, graph: nn.Module, onnx_path: str | os.PathLike | None, images: torch.Tensor,
-                  batches: tuple[int, ...], *, repeats: int = 10, compiled: bool = False) -> LatencyTable:
+def latency_table(
+    model: nn.Module,
+    graph: nn.Module,
+    onnx_path: str | os.PathLike | None,
+    images: torch.Tensor,
+    batches: tuple[int, ...],
+    *,
+    repeats: int = 10,
+    compiled: bool = False,
+) -> LatencyTable:
     """Time psvit's ``model`` (torch eager), ``torch.compile(graph)`` (with ``compiled``) and the ONNX file (if
     any) on the first ``b`` of ``images`` for each ``b`` in ``batches``, on CPU."""
     table = LatencyTable(threads=torch.get_num_threads())

@@ -59,8 +59,10 @@ def signature(shape: tuple[int, int, int], num_classes: int):
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *shape))]),
-                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes))]))
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *shape))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes))]),
+    )
 
 
 def pip_requirements() -> list[str]:
@@ -70,9 +72,15 @@ def pip_requirements() -> list[str]:
     return [f"psvit=={psvit.__version__}", f"mlflow=={import_mlflow().__version__}"]
 
 
-def log_model(checkpoint: str | os.PathLike, images: np.ndarray, *, onnx: str | os.PathLike | None = None,
-              metadata: dict[str, Any] | None = None, params: dict[str, Any] | None = None,
-              tags: dict[str, Any] | None = None) -> LoggedModel:
+def log_model(
+    checkpoint: str | os.PathLike,
+    images: np.ndarray,
+    *,
+    onnx: str | os.PathLike | None = None,
+    metadata: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
+    tags: dict[str, Any] | None = None,
+) -> LoggedModel:
     """Log the psvit checkpoint at ``checkpoint`` as a pyfunc MLflow Model in the active run (``images``: real
     preprocessed inputs, the first :data:`EXAMPLE_IMAGES` become the input example)."""
     import psvit
@@ -85,12 +93,16 @@ def log_model(checkpoint: str | os.PathLike, images: np.ndarray, *, onnx: str | 
     code = Path(__file__).with_name("model_code.py")
     with no_progress_bars():
         info = mlflow.pyfunc.log_model(
-            name=MODEL_NAME, python_model=str(code), artifacts=artifacts,
+            name=MODEL_NAME,
+            python_model=str(code),
+            artifacts=artifacts,
             signature=signature(shape, int(cfg["num_classes"])),
             input_example=np.ascontiguousarray(images[:EXAMPLE_IMAGES], dtype=np.float32),
-            pip_requirements=pip_requirements(), metadata={"psvit": {"model": model.model_name, **(metadata or {})}},
+            pip_requirements=pip_requirements(),
+            metadata={"psvit": {"model": model.model_name, **(metadata or {})}},
             params={k: str(v) for k, v in (params or {}).items()} or None,
-            tags={k: str(v) for k, v in (tags or {}).items()} or None)
+            tags={k: str(v) for k, v in (tags or {}).items()} or None,
+        )
     return LoggedModel(info.model_uri, info.model_id)
 
 

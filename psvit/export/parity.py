@@ -56,13 +56,19 @@ class Parity:
         return out
 
     def format(self) -> str:
-        return (f"parity ({self.runtime}, {self.images} images): vs torch graph (BN folded) max |dlogit| "
-                f"{self.max_abs_graph:.2e}, top-1 {self.top1_graph:.2%}; vs psvit model max |dlogit| "
-                f"{self.max_abs_model:.2e}, top-1 {self.top1_model:.2%}")
+        return (
+            f"parity ({self.runtime}, {self.images} images): vs torch graph (BN folded) max |dlogit| "
+            f"{self.max_abs_graph:.2e}, top-1 {self.top1_graph:.2%}; vs psvit model max |dlogit| "
+            f"{self.max_abs_model:.2e}, top-1 {self.top1_model:.2%}"
+        )
 
     def metrics(self) -> dict[str, float]:
-        return {"parity_max_abs_logit": self.max_abs_graph, "parity_top1_graph": self.top1_graph,
-                "parity_max_abs_logit_model": self.max_abs_model, "parity_top1_model": self.top1_model}
+        return {
+            "parity_max_abs_logit": self.max_abs_graph,
+            "parity_top1_graph": self.top1_graph,
+            "parity_max_abs_logit_model": self.max_abs_model,
+            "parity_top1_model": self.top1_model,
+        }
 
 
 #: onnxruntime session settings psvit runs its ONNX files with. By default onnxruntime fuses a quantized model's
@@ -71,6 +77,7 @@ class Parity:
 #: enough to flip spikes. With QDQ transforms off, onnxruntime dequantizes the weights once, at load, and runs
 #: the float graph the file defines.
 SESSION_CONFIG = {"session.disable_quant_qdq": "1"}
+
 
 def onnx_session(path: str | os.PathLike, threads: int | None = None):
     """An onnxruntime CPU session of ``path``, with ``threads`` intra-op threads (default: torch's count) and
@@ -117,24 +124,30 @@ def compare(run: Runner, runtime: str, graph: nn.Module, model: nn.Module, image
     """Run ``images`` through the runtime, ``graph`` (the exported torch graph) and psvit's ``model``."""
     got, want_graph, want_model = [], [], []
     for start in range(0, len(images), CHUNK):
-        batch = images[start:start + CHUNK].cpu().float()
+        batch = images[start : start + CHUNK].cpu().float()
         got.append(torch.from_numpy(np.asarray(run(batch.numpy()))))
         with torch.no_grad():
             want_graph.append(graph(batch))
         want_model.append(predict(model, batch.to(_device(model))).cpu())
     out, ref_graph, ref_model = (torch.cat(x).double() for x in (got, want_graph, want_model))
     top1 = out.argmax(1)
-    return Parity(runtime, len(images), float((out - ref_graph).abs().max()),
-                  float((top1 == ref_graph.argmax(1)).double().mean()), float((out - ref_model).abs().max()),
-                  float((top1 == ref_model.argmax(1)).double().mean()))
+    return Parity(
+        runtime,
+        len(images),
+        float((out - ref_graph).abs().max()),
+        float((top1 == ref_graph.argmax(1)).double().mean()),
+        float((out - ref_model).abs().max()),
+        float((top1 == ref_model.argmax(1)).double().mean()),
+    )
 
 
 def check(parity: Parity, tol: Tolerance, path: str | os.PathLike) -> Parity:
     """``parity``, or a one-line :class:`ExportError` saying what is off tolerance."""
     bad = parity.failures(tol)
     if bad:
-        raise ExportError(f"parity check failed for {path} ({parity.runtime}, {parity.images} images): "
-                          + "; ".join(bad))
+        raise ExportError(
+            f"parity check failed for {path} ({parity.runtime}, {parity.images} images): " + "; ".join(bad)
+        )
     return parity
 
 

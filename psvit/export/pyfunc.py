@@ -50,11 +50,11 @@ def checked_images(model_input: Any, shape: tuple[int, int, int]) -> np.ndarray:
         raise MlflowException.invalid_parameter_value(f"images must be a numeric array: {exc}") from None
     want = "x".join(map(str, shape))
     if images.dtype.kind not in "fiu":
-        raise MlflowException.invalid_parameter_value(
-            f"images must be float32 numbers, got dtype {images.dtype}")
+        raise MlflowException.invalid_parameter_value(f"images must be float32 numbers, got dtype {images.dtype}")
     if images.ndim != 4 or tuple(images.shape[1:]) != tuple(shape):
         raise MlflowException.invalid_parameter_value(
-            f"images must have shape [batch, {', '.join(map(str, shape))}] ({want} images), got {list(images.shape)}")
+            f"images must have shape [batch, {', '.join(map(str, shape))}] ({want} images), got {list(images.shape)}"
+        )
     if images.shape[0] == 0:
         raise MlflowException.invalid_parameter_value("empty batch: send at least one image")
     images = images.astype(np.float32, copy=False)

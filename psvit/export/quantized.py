@@ -77,8 +77,9 @@ def exact_codes(weight: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Te
     return codes, best
 
 
-def fold_into_scale(codes: torch.Tensor, scales: torch.Tensor,
-                    factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def fold_into_scale(
+    codes: torch.Tensor, scales: torch.Tensor, factor: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``codes * scales`` times a per-output-channel ``factor`` (a folded BatchNorm's ``a``), still as codes and
     scales: the sign of ``factor`` goes into the codes (symmetric: they stay in range), its magnitude into the
     scales."""
@@ -138,8 +139,13 @@ def runtime_runs(kind: IntegerType) -> bool:
     codes[1] = -codes[1]
     scale = np.array([0.5, 3.0], dtype=np.float32)
     node = helper.make_node("DequantizeLinear", ["w", "s"], ["y"], axis=0)
-    graph = helper.make_graph([node], "probe", [], [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
-                              initializer=[_tensor("w", kind, codes), numpy_helper.from_array(scale, "s")])
+    graph = helper.make_graph(
+        [node],
+        "probe",
+        [],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+        initializer=[_tensor("w", kind, codes), numpy_helper.from_array(scale, "s")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid(DOMAIN, kind.opset)])
     model.ir_version = helper.find_min_ir_version_for(list(model.opset_import))
     try:
@@ -154,8 +160,14 @@ def runtime_runs(kind: IntegerType) -> bool:
 def integer_type(bits: int, max_opset: int | None = None) -> IntegerType | None:
     """The narrowest type of :data:`INTEGER_TYPES` that holds ``bits``-bit codes, within ``max_opset`` and run
     by the installed onnxruntime; None if none does."""
-    return next((t for t in INTEGER_TYPES if t.bits >= bits and (max_opset is None or t.opset <= max_opset)
-                 and runtime_runs(t)), None)
+    return next(
+        (
+            t
+            for t in INTEGER_TYPES
+            if t.bits >= bits and (max_opset is None or t.opset <= max_opset) and runtime_runs(t)
+        ),
+        None,
+    )
 
 
 @dataclass(frozen=True)
@@ -178,12 +190,16 @@ class StoredWeights:
         if self.integer:
             parts = [f"{label} for {_by_bits(layers)}" for label, layers in self.integer.items()]
             out.append(f"integer weights (DequantizeLinear, ONNX opset {self.opset}): " + "; ".join(parts))
-        out.append(f"onnx file: {_mb(self.file_bytes)} (float export: {_mb(self.float_bytes)}); its integer weights "
-                   f"take {_mb(self.weight_bytes)} with their scales (float32: {_mb(self.float_weight_bytes)})")
+        out.append(
+            f"onnx file: {_mb(self.file_bytes)} (float export: {_mb(self.float_bytes)}); its integer weights "
+            f"take {_mb(self.weight_bytes)} with their scales (float32: {_mb(self.float_weight_bytes)})"
+        )
         for reason, layers in self.floats.items():
             bits = sorted({q.bits for q in layers})
-            out.append(f"note: weights of groups {','.join(dict.fromkeys(q.group for q in layers))} at "
-                       f"{'/'.join(map(str, bits))} bits stored as float ({reason})")
+            out.append(
+                f"note: weights of groups {','.join(dict.fromkeys(q.group for q in layers))} at "
+                f"{'/'.join(map(str, bits))} bits stored as float ({reason})"
+            )
         return out
 
 
@@ -211,8 +227,9 @@ def _find(arrays: dict[str, np.ndarray], weight: np.ndarray) -> tuple[str, bool]
     return None
 
 
-def store_integer_weights(path: str | os.PathLike, weights: Sequence[QuantWeight],
-                          max_opset: int | None = None) -> StoredWeights:
+def store_integer_weights(
+    path: str | os.PathLike, weights: Sequence[QuantWeight], max_opset: int | None = None
+) -> StoredWeights:
     """Rewrite the ONNX file at ``path`` (the float graph of a quantized model) with integer weights (see the
     module docstring); ``max_opset`` bounds the opset the integer types may need (None: no bound)."""
     import onnx
@@ -222,8 +239,9 @@ def store_integer_weights(path: str | os.PathLike, weights: Sequence[QuantWeight
     model = onnx.load(str(path))
     float_bytes = path.stat().st_size
     graph = model.graph
-    arrays = {init.name: numpy_helper.to_array(init) for init in graph.initializer
-              if init.data_type == onnx.TensorProto.FLOAT}
+    arrays = {
+        init.name: numpy_helper.to_array(init) for init in graph.initializer if init.data_type == onnx.TensorProto.FLOAT
+    }
     integer: dict[str, list[QuantWeight]] = {}
     floats: dict[str, list[QuantWeight]] = {}
     plan = []
@@ -233,8 +251,10 @@ def store_integer_weights(path: str | os.PathLike, weights: Sequence[QuantWeight
             import onnxruntime
 
             within = f" within opset {max_opset}" if max_opset is not None else ""
-            floats.setdefault(f"no ONNX integer type for {q.bits}-bit codes{within} that onnxruntime "
-                              f"{onnxruntime.__version__} runs", []).append(q)
+            floats.setdefault(
+                f"no ONNX integer type for {q.bits}-bit codes{within} that onnxruntime {onnxruntime.__version__} runs",
+                [],
+            ).append(q)
             continue
         found = _find(arrays, q.weight.numpy())
         if found is None:
@@ -256,10 +276,21 @@ def store_integer_weights(path: str | os.PathLike, weights: Sequence[QuantWeight
     for q, kind, name, transposed in sorted(plan, key=lambda p: by_name[p[2]], reverse=True):
         del graph.initializer[by_name[name]]  # descending indices: the others stay valid
         codes = q.codes.numpy().T if transposed else q.codes.numpy()  # as the exporter stored the weight
-        graph.initializer.extend([_tensor(f"{name}.codes", kind, codes),
-                                  numpy_helper.from_array(q.scales.numpy().astype(np.float32), f"{name}.scale")])
-        nodes.append(helper.make_node("DequantizeLinear", [f"{name}.codes", f"{name}.scale"], [name],
-                                      axis=1 if transposed else 0, name=f"{name}.dequantize"))
+        graph.initializer.extend(
+            [
+                _tensor(f"{name}.codes", kind, codes),
+                numpy_helper.from_array(q.scales.numpy().astype(np.float32), f"{name}.scale"),
+            ]
+        )
+        nodes.append(
+            helper.make_node(
+                "DequantizeLinear",
+                [f"{name}.codes", f"{name}.scale"],
+                [name],
+                axis=1 if transposed else 0,
+                name=f"{name}.dequantize",
+            )
+        )
     for q, kind, *_ in plan:
         integer.setdefault(kind.label, []).append(q)
     order = [t.label for t in INTEGER_TYPES]
@@ -271,5 +302,12 @@ def store_integer_weights(path: str | os.PathLike, weights: Sequence[QuantWeight
         model.ir_version = max(model.ir_version, helper.find_min_ir_version_for(list(model.opset_import)))
         onnx.save(model, str(path))
     added = [init for init in graph.initializer if init.name.endswith((".codes", ".scale"))]
-    return StoredWeights(integer, floats, opset, path.stat().st_size, float_bytes,
-                         sum(len(init.raw_data) for init in added), sum(4 * q.codes.numel() for q, *_ in plan))
+    return StoredWeights(
+        integer,
+        floats,
+        opset,
+        path.stat().st_size,
+        float_bytes,
+        sum(len(init.raw_data) for init in added),
+        sum(4 * q.codes.numel() for q, *_ in plan),
+    )

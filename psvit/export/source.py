@@ -48,8 +48,10 @@ def open_source(path: str | os.PathLike, data: dict[str, Any] | None = None) -> 
     model = checkpoint.load(path)
     recorded = meta.get(DATA_KEY)
     if data is None and not isinstance(recorded, dict):
-        raise CheckpointError(f"{path} does not record the data config it was made with (written before psvit "
-                              "recorded it); name it: data=<name> with its options, e.g. data=digits data.img_size=16")
+        raise CheckpointError(
+            f"{path} does not record the data config it was made with (written before psvit "
+            "recorded it); name it: data=<name> with its options, e.g. data=digits data.img_size=16"
+        )
     return Source(path, model, meta, dict(data if data is not None else recorded))
 
 
@@ -61,8 +63,9 @@ def sample_images(data: dict[str, Any], count: int, shape: tuple[int, int, int])
     splits = build_splits(**{k: v for k, v in data.items() if k not in _RECORD_ONLY})
     found = (splits.in_channels, splits.img_size, splits.img_size)
     if found != tuple(shape):
-        raise ConfigError(f"the data gives {'x'.join(map(str, found))} images but the model takes "
-                          f"{'x'.join(map(str, shape))}; set data.* to the data the model was made with")
+        raise ConfigError(
+            f"the data gives {'x'.join(map(str, found))} images but the model takes "
+            f"{'x'.join(map(str, shape))}; set data.* to the data the model was made with"
+        )
     test = splits.test
     return torch.stack([test[i][0] for i in range(min(count, len(test)))])
-

@@ -37,14 +37,16 @@ class LIFNode(neuron.LIFNode):
     def multi_step_forward(self, x_seq: torch.Tensor, *args: torch.Tensor, **kwargs: object) -> torch.Tensor:
         compiling = torch.compiler.is_compiling()
         fast = (x_seq.device.type == "cpu" or compiling) and not (
-            torch.is_grad_enabled() or args or kwargs or self.store_v_seq)
+            torch.is_grad_enabled() or args or kwargs or self.store_v_seq
+        )
         if not (fast and self.decay_input and self.v_reset == 0.0):
             return super().multi_step_forward(x_seq, *args, **kwargs)
         if compiling:
             return self._inference_forward(x_seq, torch.zeros_like(x_seq[0], dtype=torch.float32))[0]
         v = self.v
         spikes, self.v = self._inference_forward(
-            x_seq, v if isinstance(v, torch.Tensor) else torch.zeros_like(x_seq[0], dtype=torch.float32))
+            x_seq, v if isinstance(v, torch.Tensor) else torch.zeros_like(x_seq[0], dtype=torch.float32)
+        )
         return spikes
 
     def _inference_forward(self, x_seq: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,8 +63,9 @@ class LIFNode(neuron.LIFNode):
             v = h.masked_fill(s, 0.0) if compiling else h.masked_fill_(s, 0.0)
         return torch.stack(steps).to(x_seq.dtype), v
 
-    def materialize_states(self, inputs: tuple[torch.Tensor, ...], states: tuple[object, ...],
-                           step_mode: str) -> tuple[object, ...]:
+    def materialize_states(
+        self, inputs: tuple[torch.Tensor, ...], states: tuple[object, ...], step_mode: str
+    ) -> tuple[object, ...]:
         """spikingjelly's state set-up, but a voltage that would take the input's low-precision dtype (under
         autocast) is float32: the fused kernels need a float32 voltage (module docstring)."""
         v, *rest = super().materialize_states(inputs, states, step_mode)

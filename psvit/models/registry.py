@@ -56,8 +56,9 @@ class Variant:
 
 
 #: The data config of the official ImageNet checkpoints: 224 px, ImageNet's normalization, center crop 0.875.
-IMAGENET_DATA = MappingProxyType({"img_size": 224, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
-                                  "crop_pct": 0.875})
+IMAGENET_DATA = MappingProxyType(
+    {"img_size": 224, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "crop_pct": 0.875}
+)
 
 _FAMILIES: dict[str, Family] = {}
 _VARIANTS: dict[str, Variant] = {}
@@ -81,8 +82,9 @@ def register_model(
     def decorate(cls: type[nn.Module]) -> type[nn.Module]:
         if name in _FAMILIES:
             raise ValueError(f"model family {name!r} is already registered")
-        _FAMILIES[name] = Family(name, cls, resolve_config, groups, tuple(kinds), tuple(analog_layers),
-                                 MappingProxyType(dict(matmuls or {})))
+        _FAMILIES[name] = Family(
+            name, cls, resolve_config, groups, tuple(kinds), tuple(analog_layers), MappingProxyType(dict(matmuls or {}))
+        )
         cls.model_name = name  # type: ignore[attr-defined]
         return cls
 

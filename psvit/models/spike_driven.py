@@ -151,11 +151,13 @@ def resolve_config(
         raise ConfigError(f"model.pooling_stat must be 4 characters of 0/1 (one per stem stage), got {pooling_stat!r}")
     patch_size = check_patch(img_size, patch_size, 2 ** pooling_stat.count("1"), f"pooling_stat {pooling_stat}")
     if int(embed_dim * mlp_ratio) == embed_dim:
-        raise ConfigError("model.mlp_ratio must not give an MLP as wide as embed_dim (its inner residual is not "
-                          "supported)")
+        raise ConfigError(
+            "model.mlp_ratio must not give an MLP as wide as embed_dim (its inner residual is not supported)"
+        )
     widths = {
-        "sps_dims": ([int(w) for w in sps_dims] if sps_dims is not None
-                     else [embed_dim // 8, embed_dim // 4, embed_dim // 2]),
+        "sps_dims": (
+            [int(w) for w in sps_dims] if sps_dims is not None else [embed_dim // 8, embed_dim // 4, embed_dim // 2]
+        ),
         "qkv_dims": [int(w) for w in qkv_dims] if qkv_dims is not None else [embed_dim] * depth,
         "mlp_dims": [int(w) for w in mlp_dims] if mlp_dims is not None else [int(embed_dim * mlp_ratio)] * depth,
     }
@@ -163,9 +165,16 @@ def resolve_config(
     if min(widths["sps_dims"] + widths["qkv_dims"] + widths["mlp_dims"] + [embed_dim, num_heads]) <= 0:
         raise ConfigError("every width of a Spike-driven Transformer config must be positive")
     return {
-        "img_size": int(img_size), "pooling_stat": str(pooling_stat), "patch_size": int(patch_size),
-        "embed_dim": int(embed_dim), "num_heads": int(num_heads), "mlp_ratio": float(mlp_ratio),
-        "depth": int(depth), "T": int(T), "in_channels": int(in_channels), "num_classes": int(num_classes),
+        "img_size": int(img_size),
+        "pooling_stat": str(pooling_stat),
+        "patch_size": int(patch_size),
+        "embed_dim": int(embed_dim),
+        "num_heads": int(num_heads),
+        "mlp_ratio": float(mlp_ratio),
+        "depth": int(depth),
+        "T": int(T),
+        "in_channels": int(in_channels),
+        "num_classes": int(num_classes),
         **widths,
     }
 
@@ -186,12 +195,26 @@ def spike_driven_groups(cfg: dict[str, Any]) -> list[Group]:
         embed_spikes += [Spikes(f"{attn}.shortcut_lif", 2), Spikes(f"{mlp}.fc1_lif", 2)]
         qkv = [s for name in "qkv" for s in producer(f"{attn}.{name}_conv", f"{attn}.{name}_bn", False)]
         blocks += [
-            Group(f"block{i}.attn.qkv", "qkv", cfg["qkv_dims"][i], 1, "qkv_dims", i,
-                  (*qkv, consumer(f"{attn}.proj_conv")),
-                  tuple(Spikes(f"{attn}.{name}_lif", 2) for name in "qkv")),
-            Group(f"block{i}.mlp", "mlp", cfg["mlp_dims"][i], 1, "mlp_dims", i,
-                  (*producer(f"{mlp}.fc1_conv", f"{mlp}.fc1_bn", True), consumer(f"{mlp}.fc2_conv")),
-                  (Spikes(f"{mlp}.fc2_lif", 2),)),
+            Group(
+                f"block{i}.attn.qkv",
+                "qkv",
+                cfg["qkv_dims"][i],
+                1,
+                "qkv_dims",
+                i,
+                (*qkv, consumer(f"{attn}.proj_conv")),
+                tuple(Spikes(f"{attn}.{name}_lif", 2) for name in "qkv"),
+            ),
+            Group(
+                f"block{i}.mlp",
+                "mlp",
+                cfg["mlp_dims"][i],
+                1,
+                "mlp_dims",
+                i,
+                (*producer(f"{mlp}.fc1_conv", f"{mlp}.fc1_bn", True), consumer(f"{mlp}.fc2_conv")),
+                (Spikes(f"{mlp}.fc2_lif", 2),),
+            ),
         ]
     embed.append(consumer("head"))
     embed_spikes.append(Spikes("head_lif", 2))
@@ -246,8 +269,28 @@ class SpikeDrivenTransformer(nn.Module):
 
 
 #: A small Spike-driven Transformer for 16-px digits (conf/model/sdt_tiny.yaml).
-register_variant("sdt_tiny", "sdt", data={"img_size": 16}, img_size=16, pooling_stat="0011", embed_dim=64,
-                 num_heads=4, mlp_ratio=4.0, depth=2, T=4)
+register_variant(
+    "sdt_tiny",
+    "sdt",
+    data={"img_size": 16},
+    img_size=16,
+    pooling_stat="0011",
+    embed_dim=64,
+    num_heads=4,
+    mlp_ratio=4.0,
+    depth=2,
+    T=4,
+)
 #: The Spike-driven Transformer 8-512 on 224-px ImageNet.
-register_variant("sdt_imagenet", "sdt", data=IMAGENET_DATA, img_size=224, pooling_stat="1111",
-                 embed_dim=512, num_heads=8, mlp_ratio=4.0, depth=8, T=4)
+register_variant(
+    "sdt_imagenet",
+    "sdt",
+    data=IMAGENET_DATA,
+    img_size=224,
+    pooling_stat="1111",
+    embed_dim=512,
+    num_heads=8,
+    mlp_ratio=4.0,
+    depth=8,
+    T=4,
+)

@@ -235,10 +235,18 @@ def resolve_config(
     if min(widths["sps_dims"] + widths["mlp_dims"] + [embed_dim]) <= 0:
         raise ConfigError("every width in a Spikformer config must be positive")
     return {
-        "variant": variant, "img_size": int(img_size), "patch_size": int(patch_size),
-        "embed_dim": int(embed_dim), "num_heads": int(num_heads), "mlp_ratio": float(mlp_ratio),
-        "depth": int(depth), "T": int(T), "in_channels": int(in_channels), "num_classes": int(num_classes),
-        "stem_pool": stem_pool, **widths,
+        "variant": variant,
+        "img_size": int(img_size),
+        "patch_size": int(patch_size),
+        "embed_dim": int(embed_dim),
+        "num_heads": int(num_heads),
+        "mlp_ratio": float(mlp_ratio),
+        "depth": int(depth),
+        "T": int(T),
+        "in_channels": int(in_channels),
+        "num_classes": int(num_classes),
+        "stem_pool": stem_pool,
+        **widths,
     }
 
 
@@ -265,14 +273,36 @@ def spikformer_groups(cfg: dict[str, Any]) -> list[Group]:
         embed_spikes += [Spikes(f"{attn}.proj_lif", token_axis), Spikes(f"{mlp}.fc2_lif", token_axis)]
         qk = [s for name in "qk" for s in producer(f"{attn}.{name}_{op}", f"{attn}.{name}_bn", qkv_bias)]
         blocks += [
-            Group(f"block{i}.attn.qk", "qk", cfg["qk_dims"][i], heads, "qk_dims", i, tuple(qk),
-                  (Spikes(f"{attn}.q_lif", 3), Spikes(f"{attn}.k_lif", 3))),
-            Group(f"block{i}.attn.v", "v", cfg["v_dims"][i], heads, "v_dims", i,
-                  (*producer(f"{attn}.v_{op}", f"{attn}.v_bn", qkv_bias), consumer(f"{attn}.proj_{op}")),
-                  (Spikes(f"{attn}.attn_lif", 3),)),
-            Group(f"block{i}.mlp", "mlp", cfg["mlp_dims"][i], 1, "mlp_dims", i,
-                  (*producer(f"{mlp}.fc1_{op}", f"{mlp}.fc1_bn", True), consumer(f"{mlp}.fc2_{op}")),
-                  (Spikes(f"{mlp}.fc1_lif", token_axis),)),
+            Group(
+                f"block{i}.attn.qk",
+                "qk",
+                cfg["qk_dims"][i],
+                heads,
+                "qk_dims",
+                i,
+                tuple(qk),
+                (Spikes(f"{attn}.q_lif", 3), Spikes(f"{attn}.k_lif", 3)),
+            ),
+            Group(
+                f"block{i}.attn.v",
+                "v",
+                cfg["v_dims"][i],
+                heads,
+                "v_dims",
+                i,
+                (*producer(f"{attn}.v_{op}", f"{attn}.v_bn", qkv_bias), consumer(f"{attn}.proj_{op}")),
+                (Spikes(f"{attn}.attn_lif", 3),),
+            ),
+            Group(
+                f"block{i}.mlp",
+                "mlp",
+                cfg["mlp_dims"][i],
+                1,
+                "mlp_dims",
+                i,
+                (*producer(f"{mlp}.fc1_{op}", f"{mlp}.fc1_bn", True), consumer(f"{mlp}.fc2_{op}")),
+                (Spikes(f"{mlp}.fc1_lif", token_axis),),
+            ),
         ]
     embed.append(consumer("head"))
     groups.append(Group("embed", "embed", cfg["embed_dim"], 1, "embed_dim", None, tuple(embed), tuple(embed_spikes)))
@@ -297,8 +327,9 @@ class Spikformer(nn.Module):
         cfg = resolve_config(**config)
         self.config = cfg
         self.T = cfg["T"]
-        self.patch_embed = SPS(cfg["variant"], cfg["in_channels"], [*cfg["sps_dims"], cfg["embed_dim"]],
-                               cfg["stem_pool"])
+        self.patch_embed = SPS(
+            cfg["variant"], cfg["in_channels"], [*cfg["sps_dims"], cfg["embed_dim"]], cfg["stem_pool"]
+        )
         self.block = nn.ModuleList(
             Block(cfg["variant"], cfg["embed_dim"], cfg["num_heads"], qk, v, m)
             for qk, v, m in zip(cfg["qk_dims"], cfg["v_dims"], cfg["mlp_dims"])
@@ -329,19 +360,73 @@ class Spikformer(nn.Module):
 #: CIFAR-10's normalization.
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 #: The default base model: a small Spikformer for 16-px digits (conf/model/spikformer_tiny.yaml).
-register_variant("spikformer_tiny", "spikformer", data={"img_size": 16}, variant="cifar", img_size=16,
-                 patch_size=4, embed_dim=64, num_heads=4, mlp_ratio=4.0, depth=2, T=4)
+register_variant(
+    "spikformer_tiny",
+    "spikformer",
+    data={"img_size": 16},
+    variant="cifar",
+    img_size=16,
+    patch_size=4,
+    embed_dim=64,
+    num_heads=4,
+    mlp_ratio=4.0,
+    depth=2,
+    T=4,
+)
 #: Spikformer-4-384 on 32-px CIFAR (the paper's CIFAR model).
-register_variant("spikformer_cifar", "spikformer", data={"img_size": 32, "mean": CIFAR10_MEAN, "std": CIFAR10_STD},
-                 variant="cifar", img_size=32, patch_size=4, embed_dim=384, num_heads=12, mlp_ratio=4.0, depth=4,
-                 T=4)
+register_variant(
+    "spikformer_cifar",
+    "spikformer",
+    data={"img_size": 32, "mean": CIFAR10_MEAN, "std": CIFAR10_STD},
+    variant="cifar",
+    img_size=32,
+    patch_size=4,
+    embed_dim=384,
+    num_heads=12,
+    mlp_ratio=4.0,
+    depth=4,
+    T=4,
+)
 #: Spikformer-8-512 on 224-px ImageNet (the PSViT paper's model).
-register_variant("spikformer_imagenet", "spikformer", data=IMAGENET_DATA, variant="imagenet",
-                 img_size=224, patch_size=16, embed_dim=512, num_heads=8, mlp_ratio=4.0, depth=8, T=4)
+register_variant(
+    "spikformer_imagenet",
+    "spikformer",
+    data=IMAGENET_DATA,
+    variant="imagenet",
+    img_size=224,
+    patch_size=16,
+    embed_dim=512,
+    num_heads=8,
+    mlp_ratio=4.0,
+    depth=8,
+    T=4,
+)
 #: spikingjelly 2.0's Spikformer-S and -Ti layouts (stem max-pools before its LIFs).
-register_variant("spikformer_sj_s", "spikformer", data=IMAGENET_DATA, variant="imagenet",
-                 stem_pool="before_lif", img_size=224, patch_size=16, embed_dim=384, num_heads=12, mlp_ratio=4.0,
-                 depth=6, T=4)
-register_variant("spikformer_sj_ti", "spikformer", data=IMAGENET_DATA, variant="imagenet",
-                 stem_pool="before_lif", img_size=224, patch_size=16, embed_dim=256, num_heads=8, mlp_ratio=4.0,
-                 depth=4, T=4)
+register_variant(
+    "spikformer_sj_s",
+    "spikformer",
+    data=IMAGENET_DATA,
+    variant="imagenet",
+    stem_pool="before_lif",
+    img_size=224,
+    patch_size=16,
+    embed_dim=384,
+    num_heads=12,
+    mlp_ratio=4.0,
+    depth=6,
+    T=4,
+)
+register_variant(
+    "spikformer_sj_ti",
+    "spikformer",
+    data=IMAGENET_DATA,
+    variant="imagenet",
+    stem_pool="before_lif",
+    img_size=224,
+    patch_size=16,
+    embed_dim=256,
+    num_heads=8,
+    mlp_ratio=4.0,
+    depth=4,
+    T=4,
+)

@@ -46,8 +46,10 @@ def convert_state_dict(sd: Mapping[str, torch.Tensor], config: Mapping[str, Any]
     the official stem order. Shape mismatches surface when the result is loaded with ``strict=True``.
     """
     if config.get("stem_pool") != "before_lif":
-        raise CheckpointError("a spikingjelly 2.0 Spikformer checkpoint needs a spikformer model with "
-                              "model.stem_pool=before_lif (e.g. model=spikformer_sj_ti or spikformer_sj_s)")
+        raise CheckpointError(
+            "a spikingjelly 2.0 Spikformer checkpoint needs a spikformer model with "
+            "model.stem_pool=before_lif (e.g. model=spikformer_sj_ti or spikformer_sj_s)"
+        )
     linear = config["variant"] == "cifar"
     out: dict[str, torch.Tensor] = {}
 
@@ -107,6 +109,7 @@ def to_psvit_layout(
     if checkpoint_format == "official":
         return dict(state_dict)
     if model_name != "spikformer" or not is_spikingjelly_spikformer(state_dict):
-        raise CheckpointError("not a spikingjelly 2.0 Spikformer checkpoint for a spikformer model "
-                              f"(model {model_name!r})")
+        raise CheckpointError(
+            f"not a spikingjelly 2.0 Spikformer checkpoint for a spikformer model (model {model_name!r})"
+        )
     return convert_state_dict(state_dict, config)

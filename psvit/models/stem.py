@@ -42,9 +42,16 @@ def stem_groups(cfg: Mapping[str, Any]) -> list[Group]:
     """The groups ``sps.stage{0,1,2}``: each stage's filters, BN and the next stage's input."""
     return [
         Group(
-            f"sps.stage{j}", "sps", cfg["sps_dims"][j], 1, "sps_dims", j,
-            (*producer(f"{STEM}.proj_conv{STAGE[j]}", f"{STEM}.proj_bn{STAGE[j]}", False),
-             consumer(f"{STEM}.proj_conv{STAGE[j + 1]}")),
+            f"sps.stage{j}",
+            "sps",
+            cfg["sps_dims"][j],
+            1,
+            "sps_dims",
+            j,
+            (
+                *producer(f"{STEM}.proj_conv{STAGE[j]}", f"{STEM}.proj_bn{STAGE[j]}", False),
+                consumer(f"{STEM}.proj_conv{STAGE[j + 1]}"),
+            ),
             (Spikes(f"{STEM}.proj_lif{STAGE[j]}", 2),),
         )
         for j in range(3)
@@ -53,5 +60,8 @@ def stem_groups(cfg: Mapping[str, Any]) -> list[Group]:
 
 def stem_embed_slices() -> list[Slice]:
     """The stem's part of the ``embed`` group: the last stage's filters and BN, and the position conv."""
-    return [*producer(f"{STEM}.proj_conv3", f"{STEM}.proj_bn3", False), consumer(f"{STEM}.rpe_conv"),
-            *producer(f"{STEM}.rpe_conv", f"{STEM}.rpe_bn", False)]
+    return [
+        *producer(f"{STEM}.proj_conv3", f"{STEM}.proj_bn3", False),
+        consumer(f"{STEM}.rpe_conv"),
+        *producer(f"{STEM}.rpe_conv", f"{STEM}.rpe_bn", False),
+    ]

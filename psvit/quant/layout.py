@@ -55,8 +55,9 @@ def quant_layers(groups: Sequence[Group], enabled: Collection[str]) -> list[Quan
             elif s.role == "in":
                 consumed.setdefault(s.key.removesuffix(".weight"), g.name)
     layers = [QuantLayer(name, group, bn) for name, (group, bn) in produced.items() if group in enabled]
-    layers += [QuantLayer(name, group, None) for name, group in consumed.items()
-               if name not in produced and group in enabled]
+    layers += [
+        QuantLayer(name, group, None) for name, group in consumed.items() if name not in produced and group in enabled
+    ]
     return layers
 
 
@@ -65,8 +66,9 @@ def layer_bits(layers: Sequence[QuantLayer], bits: Mapping[str, int]) -> dict[st
     return {q.name: bits[q.group] for q in layers if bits.get(q.group, FLOAT_BITS) < FLOAT_BITS}
 
 
-def storage_bytes(shapes: Mapping[str, tuple[int, ...]], layers: Sequence[QuantLayer],
-                  bits: Mapping[str, int]) -> dict[str, int]:
+def storage_bytes(
+    shapes: Mapping[str, tuple[int, ...]], layers: Sequence[QuantLayer], bits: Mapping[str, int]
+) -> dict[str, int]:
     """Bytes by storage kind (``"float32"``, ``"int2"``, ``"int4"``, ``"int8"``) of a model whose parameters
     have ``shapes``, its ``layers`` quantized at the bit-widths ``bits`` gives them by layer name (see
     :func:`layer_bits`; layers left out are float32)."""
@@ -84,4 +86,3 @@ def storage_bytes(shapes: Mapping[str, tuple[int, ...]], layers: Sequence[QuantL
         kind = f"int{container_bits(b)}"
         out[kind] = out.get(kind, 0) + packed_bytes(numel[weight], b)
     return out
-

@@ -64,16 +64,22 @@ def pack_model(model: nn.Module) -> dict[str, Any]:
         if q.bn:
             eps = modules[q.bn].eps
             a = state[f"{q.bn}.weight"].float() / torch.sqrt(state[f"{q.bn}.running_var"].float() + eps)
-            shift = state[f"{q.bn}.bias"].float() - a * state[f"{q.bn}.running_mean"].float() + a * (
-                shift if shift is not None else 0.0)
+            shift = (
+                state[f"{q.bn}.bias"].float()
+                - a * state[f"{q.bn}.running_mean"].float()
+                + a * (shift if shift is not None else 0.0)
+            )
             sign = torch.where(a < 0, -1, 1).to(torch.int8).reshape((-1,) + (1,) * (weight.dim() - 1))
             q_codes, scale = q_codes * sign, scale * a.abs()
         codes.setdefault(container_bits(bits[q.name]), []).append(pack(q_codes, bits[q.name]))
         floats += [scale] + ([shift] if shift is not None else [])
     parts = {"float32": (torch.cat(floats) if floats else torch.zeros(0)).contiguous().view(torch.uint8)}
     parts.update({f"int{c}": torch.cat(packed) for c, packed in sorted(codes.items())})
-    return {"quantization": bits, "data": torch.cat(list(parts.values())),
-            "sections": {k: v.numel() for k, v in parts.items()}}
+    return {
+        "quantization": bits,
+        "data": torch.cat(list(parts.values())),
+        "sections": {k: v.numel() for k, v in parts.items()},
+    }
 
 
 def sections(data: torch.Tensor, lengths: dict[str, int]) -> dict[str, torch.Tensor]:
@@ -82,14 +88,13 @@ def sections(data: torch.Tensor, lengths: dict[str, int]) -> dict[str, torch.Ten
         raise ValueError(f"the data holds {data.numel()} bytes where its sections say {sum(lengths.values())}")
     out, at = {}, 0
     for name, n in lengths.items():
-        out[name] = data[at:at + n]
+        out[name] = data[at : at + n]
         at += n
     out["float32"] = out["float32"].clone().view(torch.float32)
     return out
 
 
-def unpack_model(model: nn.Module, quantized: dict[str, int], data: torch.Tensor,
-                 lengths: dict[str, int]) -> nn.Module:
+def unpack_model(model: nn.Module, quantized: dict[str, int], data: torch.Tensor, lengths: dict[str, int]) -> nn.Module:
     """Fill ``model`` (built from the stored config) from :func:`pack_model`'s entries, in place."""
     buffers = sections(data, lengths)
     setattr(model, ATTR, dict(quantized))
@@ -103,7 +108,7 @@ def unpack_model(model: nn.Module, quantized: dict[str, int], data: torch.Tensor
         if at + n > floats.numel():
             raise ValueError("the float32 buffer is shorter than the model needs")
         at += n
-        return floats[at - n:at]
+        return floats[at - n : at]
 
     new: dict[str, torch.Tensor] = {}
     for k in _kept(state, _folded_keys(layers)):
@@ -114,7 +119,7 @@ def unpack_model(model: nn.Module, quantized: dict[str, int], data: torch.Tensor
         bits = quantized[q.name]
         kind = f"int{container_bits(bits)}"
         n_bytes = packed_bytes(weight.numel(), bits)
-        packed = buffers[kind][offsets[kind]:offsets[kind] + n_bytes]
+        packed = buffers[kind][offsets[kind] : offsets[kind] + n_bytes]
         offsets[kind] += n_bytes
         q_codes = unpack(packed, bits, weight.numel()).reshape(weight.shape)
         channels = weight.shape[0]

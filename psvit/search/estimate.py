@@ -55,9 +55,11 @@ class Estimate:
 
     def format(self) -> str:
         """One line for the total, then one per stage."""
-        lines = [f"estimate: ~{human(self.total_seconds)} on {self.device} "
-                 f"({1e3 * self.eval_s_per_image:.2f} ms/image inference, "
-                 f"{1e3 * self.train_s_per_image:.2f} ms/image training, measured on a few batches)"]
+        lines = [
+            f"estimate: ~{human(self.total_seconds)} on {self.device} "
+            f"({1e3 * self.eval_s_per_image:.2f} ms/image inference, "
+            f"{1e3 * self.train_s_per_image:.2f} ms/image training, measured on a few batches)"
+        ]
         lines += [f"  {name:<14} ~{human(seconds)}" for name, seconds in self.stages.items()]
         return "\n".join(lines)
 
@@ -69,8 +71,9 @@ def human(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
-def seconds_per_image(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, compute: Compute,
-                      train: bool, repeats: int = 2) -> float:
+def seconds_per_image(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, compute: Compute, train: bool, repeats: int = 2
+) -> float:
     """Median seconds per image of a forward (``train``: forward + backward) of the batch, after a warm-up."""
     model.train(train)
     times = []
@@ -107,13 +110,15 @@ def estimate_search(cfg: DictConfig) -> Estimate:
     recalibration = settings.recalibration_batches * settings.batch_size * infer
     base_path = base_cache_path(model_cfg, data_cfg, train_cfg, splits, seed=cfg.seed, cache_dir=cfg.cache_dir)
     base_cached = base_path.is_file()
-    stages = {"base model": 0.0 if base_cached or model_cfg.get("checkpoint")
-              else train_cfg["epochs"] * n_train * train + (n_val + n_test) * infer}
+    stages = {
+        "base model": 0.0
+        if base_cached or model_cfg.get("checkpoint")
+        else train_cfg["epochs"] * n_train * train + (n_val + n_test) * infer
+    }
 
     constraints, enabled = plan(cfg)
     groups = select_groups(list_groups(model), enabled)
-    table = sensitivity_cache_path(base_path, groups, constraints, settings, data_cfg=data_cfg,
-                                   cache_dir=cfg.cache_dir)
+    table = sensitivity_cache_path(base_path, groups, constraints, settings, data_cfg=data_cfg, cache_dir=cfg.cache_dir)
     cells = len(groups) * (len(settings.grid) + len(settings.bits))
     stages["sensitivity"] = 0.0 if base_cached and table.is_file() else cells * (recalibration + n_subset * infer)
 
@@ -127,8 +132,16 @@ def estimate_search(cfg: DictConfig) -> Estimate:
     per_trial = recalibration + (n_subset * infer if n_subset < n_val else 0.0) + promoted * full
     stages["trials"] = n_trials * per_trial
     epochs = finetune_cfg["epochs"]
-    stages["fine-tune"] = ((epochs * n_train * step + (epochs + 1) * n_val * infer + 2 * n_test * infer
-                            + report_forward_images(n_sample) * infer) if sc.finalize else 0.0)
+    stages["fine-tune"] = (
+        (
+            epochs * n_train * step
+            + (epochs + 1) * n_val * infer
+            + 2 * n_test * infer
+            + report_forward_images(n_sample) * infer
+        )
+        if sc.finalize
+        else 0.0
+    )
     if sc.finalize and sc.get("export", False):
         # the chosen model out (psvit.search.publish): tracing the ONNX graph, ~8 s per block on a 2-core CPU
         # (measured: 16 s for the default model, depth 2; 60-80 s with parity for Spikformer-8-512), parity on up
@@ -137,6 +150,7 @@ def estimate_search(cfg: DictConfig) -> Estimate:
         # (not imported: that module's imports are the search's end, not its start)
         parity_images, latency_batches = 256, (1, 64)
         timed = 2 * (2 + int(sc.latency_repeats)) * sum(latency_batches)
-        stages["export"] = (8.0 * int(model.config.get("depth", 2)) + 1.0
-                            + (3 * min(parity_images, n_test) + timed) * infer)
+        stages["export"] = (
+            8.0 * int(model.config.get("depth", 2)) + 1.0 + (3 * min(parity_images, n_test) + timed) * infer
+        )
     return Estimate(device_name(compute.device), infer, train, stages)

@@ -47,8 +47,7 @@ class Fidelity:
     def enabled(self) -> bool:
         return self.subset < 1.0
 
-    def promotes(self, score: float, saving: float, peers: Sequence[tuple[float, float]],
-                 constrained: bool) -> bool:
+    def promotes(self, score: float, saving: float, peers: Sequence[tuple[float, float]], constrained: bool) -> bool:
         """Whether a trial with subset accuracy ``score`` and memory ``saving`` goes to the full rung, given the
         ``(subset accuracy, saving)`` of the other trials scored so far.
 

@@ -48,9 +48,11 @@ def front_trials(study: optuna.Study) -> list[FrozenTrial]:
     Left out: trials scored only on the validation subset (multi-fidelity; the front never mixes fidelities) and
     trials that repeated an evaluated pruned shape (the trial they repeat stands for them). All objectives are
     maximized."""
-    scored = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-              if is_feasible(t) and t.user_attrs.get(FIDELITY_ATTR, FULL) == FULL
-              and "duplicate_of" not in t.user_attrs]
+    scored = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if is_feasible(t) and t.user_attrs.get(FIDELITY_ATTR, FULL) == FULL and "duplicate_of" not in t.user_attrs
+    ]
     front = [t for t in scored if not any(dominates(o.values, t.values) for o in scored)]
     return sorted(front, key=lambda t: t.values[1])
 
@@ -89,16 +91,25 @@ def update_front(study: optuna.Study, parent_run_id: str, budget: float | None) 
             writer.writerow(["trial", "val_acc", "memory_saving", "mlflow_run_id", *names, *bits_columns])
             for t in front:
                 bits = trial_bits(t) or {}
-                writer.writerow([t.number, t.values[0], t.values[1], t.user_attrs.get("mlflow_run_id", ""),
-                                 *(trial_ratios(t)[k] for k in names),
-                                 *((bits.get(k, 32) for k in names) if quantized else ())])
+                writer.writerow(
+                    [
+                        t.number,
+                        t.values[0],
+                        t.values[1],
+                        t.user_attrs.get("mlflow_run_id", ""),
+                        *(trial_ratios(t)[k] for k in names),
+                        *((bits.get(k, 32) for k in names) if quantized else ()),
+                    ]
+                )
         tracking.log_artifact(table, run_id=parent_run_id)
         tracking.log_artifact(plot_front(complete, front, budget, Path(tmp) / "pareto_front.png"), run_id=parent_run_id)
-    tracking.log_figure(interactive_front(complete, front, budget), "pareto_front.html", run_id=parent_run_id,
-                        include_plotlyjs=True)  # self-contained: the UI previews it without reaching a CDN
+    tracking.log_figure(
+        interactive_front(complete, front, budget), "pareto_front.html", run_id=parent_run_id, include_plotlyjs=True
+    )  # self-contained: the UI previews it without reaching a CDN
     tracking.save_runs_views(experiment_id, runs_views(study.study_name))
-    tracking.set_tags({tracking.DESCRIPTION_TAG: describe_front(front, experiment_id, study.study_name, budget)},
-                      run_id=parent_run_id)
+    tracking.set_tags(
+        {tracking.DESCRIPTION_TAG: describe_front(front, experiment_id, study.study_name, budget)}, run_id=parent_run_id
+    )
     tracking.log_metrics({"n_complete_trials": len(complete), "pareto_size": len(front)}, run_id=parent_run_id)
     return front
 
@@ -115,14 +126,27 @@ def plot_front(trials: list[FrozenTrial], front: list[FrozenTrial], budget: floa
     fig, ax = plt.subplots(figsize=(7, 4.5))
     skipped = len(trials) - len(evaluated)
     label = f"evaluated trials ({len(full)})" + (f"; {skipped} missed the budget, not evaluated" if skipped else "")
-    ax.scatter([100 * t.values[1] for t in full], [100 * t.values[0] for t in full], s=18, c="tab:blue",
-               alpha=0.6, label=label)
+    ax.scatter(
+        [100 * t.values[1] for t in full], [100 * t.values[0] for t in full], s=18, c="tab:blue", alpha=0.6, label=label
+    )
     if subset:
-        ax.scatter([100 * t.values[1] for t in subset], [100 * t.values[0] for t in subset], s=18, facecolors="none",
-                   edgecolors="tab:gray", label=f"scored on the validation subset only ({len(subset)})")
+        ax.scatter(
+            [100 * t.values[1] for t in subset],
+            [100 * t.values[0] for t in subset],
+            s=18,
+            facecolors="none",
+            edgecolors="tab:gray",
+            label=f"scored on the validation subset only ({len(subset)})",
+        )
     if front:
-        ax.plot([100 * t.values[1] for t in front], [100 * t.values[0] for t in front], "-o", c="tab:red", ms=5,
-                label=f"Pareto front ({len(front)})")
+        ax.plot(
+            [100 * t.values[1] for t in front],
+            [100 * t.values[0] for t in front],
+            "-o",
+            c="tab:red",
+            ms=5,
+            label=f"Pareto front ({len(front)})",
+        )
     if budget is not None:
         ax.axvline(100 * budget, ls="--", c="k", lw=1, label=f"budget {100 * budget:.1f}%")
     ax.set_xlabel("memory saving (% of base weight bytes)")
@@ -152,10 +176,13 @@ def _percent(fraction: float) -> str:
 def hover_text(trial: FrozenTrial) -> str:
     """A trial as the interactive front shows it: number, objectives, MLflow run, kept width of every group."""
     ratios, bits = trial_ratios(trial), trial_bits(trial) or {}
-    widths = "<br>".join(f"  {name}: {ratios[name]:.3f}" + (f" at {bits[name]} bits" if name in bits else "")
-                         for name in sorted(ratios))
-    return (f"<b>trial {trial.number}</b><br>val acc {_percent(trial.values[0])}, saving {_percent(trial.values[1])}"
-            f"<br>run {trial.user_attrs.get('mlflow_run_id', '-')}<br>kept widths:<br>{widths}")
+    widths = "<br>".join(
+        f"  {name}: {ratios[name]:.3f}" + (f" at {bits[name]} bits" if name in bits else "") for name in sorted(ratios)
+    )
+    return (
+        f"<b>trial {trial.number}</b><br>val acc {_percent(trial.values[0])}, saving {_percent(trial.values[1])}"
+        f"<br>run {trial.user_attrs.get('mlflow_run_id', '-')}<br>kept widths:<br>{widths}"
+    )
 
 
 def interactive_front(trials: list[FrozenTrial], front: list[FrozenTrial], budget: float | None):
@@ -164,18 +191,35 @@ def interactive_front(trials: list[FrozenTrial], front: list[FrozenTrial], budge
 
     full, subset = by_fidelity([t for t in trials if t.user_attrs.get("evaluated")])
     fig = go.Figure()
-    subset_trace = (subset, f"scored on the validation subset only ({len(subset)})",
-                    {"mode": "markers", "marker": {"symbol": "circle-open", "color": "gray"}})
-    for shown, name, style in ((full, f"evaluated trials ({len(full)})", {"mode": "markers"}),
-                               *((subset_trace,) if subset else ()),
-                               (front, f"Pareto front ({len(front)})", {"mode": "lines+markers"})):
-        fig.add_trace(go.Scatter(x=[100 * t.values[1] for t in shown], y=[100 * t.values[0] for t in shown], name=name,
-                                 hovertext=[hover_text(t) for t in shown], hoverinfo="text", **style))
+    subset_trace = (
+        subset,
+        f"scored on the validation subset only ({len(subset)})",
+        {"mode": "markers", "marker": {"symbol": "circle-open", "color": "gray"}},
+    )
+    for shown, name, style in (
+        (full, f"evaluated trials ({len(full)})", {"mode": "markers"}),
+        *((subset_trace,) if subset else ()),
+        (front, f"Pareto front ({len(front)})", {"mode": "lines+markers"}),
+    ):
+        fig.add_trace(
+            go.Scatter(
+                x=[100 * t.values[1] for t in shown],
+                y=[100 * t.values[0] for t in shown],
+                name=name,
+                hovertext=[hover_text(t) for t in shown],
+                hoverinfo="text",
+                **style,
+            )
+        )
     if budget is not None:
         fig.add_vline(x=100 * budget, line_dash="dash", annotation_text=f"budget {100 * budget:.1f}%")
-    fig.update_layout(title="psvit search: memory saving vs validation accuracy (hover a point)",
-                      xaxis_title="memory saving (% of base weight bytes)", yaxis_title="validation accuracy (%)",
-                      template="plotly_white", legend={"x": 0.01, "y": 0.01})
+    fig.update_layout(
+        title="psvit search: memory saving vs validation accuracy (hover a point)",
+        xaxis_title="memory saving (% of base weight bytes)",
+        yaxis_title="validation accuracy (%)",
+        template="plotly_white",
+        legend={"x": 0.01, "y": 0.01},
+    )
     return fig
 
 
@@ -184,13 +228,23 @@ def runs_views(study_name: str) -> dict[str, dict[str, Any]]:
     (with its ``pareto`` tag); both most accurate first, with val_acc and memory_saving as columns and, in the
     chart view, as a scatter (saving on x, accuracy on y)."""
     objectives = [tracking.metric_column("val_acc"), tracking.metric_column("memory_saving")]
-    shared = {"order_by": tracking.metric_column("val_acc"), "column_widths": 150,
-              "scatter": ("memory_saving", "val_acc")}
+    shared = {
+        "order_by": tracking.metric_column("val_acc"),
+        "column_widths": 150,
+        "scatter": ("memory_saving", "val_acc"),
+    }
     front_view, trials_view = view_ids(study_name)
-    return {front_view: tracking.runs_view(f"psvit {study_name}: Pareto front", search_filter=front_filter(study_name),
-                                           columns=objectives, **shared),
-            trials_view: tracking.runs_view(f"psvit {study_name}: trials", search_filter=trials_filter(study_name),
-                                            columns=[*objectives, tracking.tag_column("pareto")], **shared)}
+    return {
+        front_view: tracking.runs_view(
+            f"psvit {study_name}: Pareto front", search_filter=front_filter(study_name), columns=objectives, **shared
+        ),
+        trials_view: tracking.runs_view(
+            f"psvit {study_name}: trials",
+            search_filter=trials_filter(study_name),
+            columns=[*objectives, tracking.tag_column("pareto")],
+            **shared,
+        ),
+    }
 
 
 def front_runs_page(experiment_id: str, study_name: str) -> str:
@@ -207,11 +261,15 @@ def trials_chart_page(experiment_id: str, study_name: str) -> str:
 def describe_front(front: list[FrozenTrial], experiment_id: str, study_name: str, budget: float | None) -> str:
     """The parent run's description: the front as a markdown table, each trial linked to its run."""
     target = "" if budget is None else f" meeting the budget (saving >= {_percent(budget)})"
-    lines = [f"**Pareto front** of memory saving vs validation accuracy{target}: {len(front)} trials. "
-             f"[Open them as runs]({front_runs_page(experiment_id, study_name)}); "
-             f"[all trials as a scatter chart]({trials_chart_page(experiment_id, study_name)}); "
-             "the interactive plot is the artifact `pareto_front.html`.", "",
-             "| trial | val acc | memory saving | run |", "|---|---|---|---|"]
+    lines = [
+        f"**Pareto front** of memory saving vs validation accuracy{target}: {len(front)} trials. "
+        f"[Open them as runs]({front_runs_page(experiment_id, study_name)}); "
+        f"[all trials as a scatter chart]({trials_chart_page(experiment_id, study_name)}); "
+        "the interactive plot is the artifact `pareto_front.html`.",
+        "",
+        "| trial | val acc | memory saving | run |",
+        "|---|---|---|---|",
+    ]
     for t in sorted(front, key=lambda t: -t.values[0]):
         run_id = t.user_attrs.get("mlflow_run_id")
         run = f"[trial-{t.number}]({tracking.run_page(experiment_id, run_id)})" if run_id else "-"

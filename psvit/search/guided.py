@@ -60,9 +60,19 @@ class GuidedSampler(BaseSampler):
     """See the module docstring. One parameter per group of ``space``; ``n_val`` (validation images) sets the
     surrogate's observation noise; ``parents``, ``moves`` and ``global_samples`` size the candidate pool."""
 
-    def __init__(self, memory: MemoryModel, table: SensitivityTable, space: SearchSpace, budget: float | None,
-                 n_val: int, seed: int = 0, front_every: int = 5, parents: int = 3, moves: int = 40,
-                 global_samples: int = 60) -> None:
+    def __init__(
+        self,
+        memory: MemoryModel,
+        table: SensitivityTable,
+        space: SearchSpace,
+        budget: float | None,
+        n_val: int,
+        seed: int = 0,
+        front_every: int = 5,
+        parents: int = 3,
+        moves: int = 40,
+        global_samples: int = 60,
+    ) -> None:
         self.memory = memory
         self.table = table
         self.space = space
@@ -86,29 +96,45 @@ class GuidedSampler(BaseSampler):
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         return self.space.distributions()
 
-    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
-                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
         if not search_space:
             return {}
         rng = np.random.default_rng([self.seed, trial.number])
         level = self.level(trial.number)
-        done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if t.user_attrs.get("evaluated") and RATIOS_ATTR in t.user_attrs]
-        running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                   if t.number != trial.number and RATIOS_ATTR in t.user_attrs]
-        choice = self.propose(rng, level, [self._vector(t) for t in done], [t.values[0] for t in done],
-                              [t.values[1] for t in done], [self._vector(t) for t in running])
+        done = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.user_attrs.get("evaluated") and RATIOS_ATTR in t.user_attrs
+        ]
+        running = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if t.number != trial.number and RATIOS_ATTR in t.user_attrs
+        ]
+        choice = self.propose(
+            rng,
+            level,
+            [self._vector(t) for t in done],
+            [t.values[0] for t in done],
+            [t.values[1] for t in done],
+            [self._vector(t) for t in running],
+        )
         if choice is None:
             return {}
         k = len(self.names)
-        params: dict[str, Any] = {n: float(min(hi, max(lo, v))) for n, v, (lo, hi) in
-                                  zip(self.names, choice[:k], (self.space.bounds[n] for n in self.names))}
+        params: dict[str, Any] = {
+            n: float(min(hi, max(lo, v)))
+            for n, v, (lo, hi) in zip(self.names, choice[:k], (self.space.bounds[n] for n in self.names))
+        }
         if self.choices:
             params.update({self.space.bits_param(n): feature_bits(v) for n, v in zip(self.names, choice[k:])})
         return params
 
-    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: BaseDistribution) -> Any:
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
         return self._fallback.sample_independent(study, trial, param_name, param_distribution)
 
     def reseed_rng(self) -> None:
@@ -124,8 +150,15 @@ class GuidedSampler(BaseSampler):
             return self.budget
         return self.budget + van_der_corput(number // self.front_every) * max(0.0, self.top - self.budget)
 
-    def propose(self, rng: np.random.Generator, level: float, x: Sequence[np.ndarray], y: Sequence[float],
-                savings: Sequence[float], pending: Sequence[np.ndarray] = ()) -> np.ndarray | None:
+    def propose(
+        self,
+        rng: np.random.Generator,
+        level: float,
+        x: Sequence[np.ndarray],
+        y: Sequence[float],
+        savings: Sequence[float],
+        pending: Sequence[np.ndarray] = (),
+    ) -> np.ndarray | None:
         """The next allocation (kept fractions in ``names`` order) at ``level``, or None if nothing new is left."""
         seen = {self._key(v) for v in (*x, *pending)}
         candidates = [c for c in self._candidates(rng, level, x, y, savings) if self._key(c) not in seen]
@@ -144,8 +177,14 @@ class GuidedSampler(BaseSampler):
         best = max(reaching) if reaching else float(mu.max())
         return unique[int(np.argmax(expected_improvement(mu, sd, best)))]
 
-    def _candidates(self, rng: np.random.Generator, level: float, x: Sequence[np.ndarray], y: Sequence[float],
-                    savings: Sequence[float]) -> list[np.ndarray]:
+    def _candidates(
+        self,
+        rng: np.random.Generator,
+        level: float,
+        x: Sequence[np.ndarray],
+        y: Sequence[float],
+        savings: Sequence[float],
+    ) -> list[np.ndarray]:
         order = sorted(range(len(x)), key=lambda i: (savings[i] < level - 1e-9, -y[i]))
         if self.choices:
             return self._joint_candidates(rng, level, [x[i] for i in order[: self.parents]])
@@ -166,8 +205,9 @@ class GuidedSampler(BaseSampler):
             out.append(self._project(rng.random(len(self.names)), level))
         return [c for c in out if c is not None]
 
-    def _joint_candidates(self, rng: np.random.Generator, level: float,
-                          parents: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def _joint_candidates(
+        self, rng: np.random.Generator, level: float, parents: Sequence[np.ndarray]
+    ) -> list[np.ndarray]:
         """Candidates over widths and bit-widths (the module docstring's moves)."""
         k, choices = len(self.names), list(self.choices)
         out = []
@@ -182,7 +222,7 @@ class GuidedSampler(BaseSampler):
                 g = int(rng.integers(k))
                 i = choices.index(bits[g]) + int(rng.choice((-1, 1)))
                 if 0 <= i < len(choices):
-                    out.append(self._project(ratios, level, None, [*bits[:g], choices[i], *bits[g + 1:]]))
+                    out.append(self._project(ratios, level, None, [*bits[:g], choices[i], *bits[g + 1 :]]))
             for _ in range(self.moves):  # jitter: several widths, now and then a bit-width
                 moved = ratios.copy()
                 mask = rng.random(k) < rng.uniform(0.2, 1.0)
@@ -194,8 +234,13 @@ class GuidedSampler(BaseSampler):
             out.append(self._project(rng.random(k), level, None, [int(b) for b in rng.choice(choices, size=k)]))
         return [c for c in out if c is not None]
 
-    def _project(self, vector: np.ndarray, level: float, direction: dict[str, float] | None = None,
-                 bits: Sequence[int] | None = None) -> np.ndarray | None:
+    def _project(
+        self,
+        vector: np.ndarray,
+        level: float,
+        direction: dict[str, float] | None = None,
+        bits: Sequence[int] | None = None,
+    ) -> np.ndarray | None:
         """``vector``'s keep ratios projected onto ``level`` at bit-widths ``bits`` (searched) or the fixed
         ones; the result carries the bit-widths' features when they are searched."""
         ratios = dict(zip(self.names, (float(v) for v in vector[: len(self.names)])))

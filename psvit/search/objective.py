@@ -108,32 +108,45 @@ class TrialObjective:
             metrics.update(self._evaluate(trial, ratios, bits, saving, seconds))
             trial.set_user_attr("seconds", seconds)
             trial.set_user_attr("eval_seconds", sum(seconds.values()))
-            trial.set_user_attr("metrics", {k: v for k, v in metrics.items()
-                                            if k != "memory_saving" and not k.startswith("weight_bytes")})
+            trial.set_user_attr(
+                "metrics",
+                {k: v for k, v in metrics.items() if k != "memory_saving" and not k.startswith("weight_bytes")},
+            )
         evaluated = feasible and twin is None
         trial.set_user_attr("evaluated", evaluated)
         config = s.memory.config(ratios)
         widths = {k: v for k, v in config.items() if k.endswith("_dims") or k == "embed_dim"}
         tracking.log_params({"ratio": ratios, "width": widths, **({"bits": bits} if bits else {})}, run_id=run_id)
         tracking.log_metrics(metrics, run_id=run_id)
-        tracking.set_tags({"feasible": str(feasible).lower(), "evaluated": str(evaluated).lower(),
-                           "fidelity": trial.user_attrs.get(FIDELITY_ATTR, "none")}, run_id=run_id)
+        tracking.set_tags(
+            {
+                "feasible": str(feasible).lower(),
+                "evaluated": str(evaluated).lower(),
+                "fidelity": trial.user_attrs.get(FIDELITY_ATTR, "none"),
+            },
+            run_id=run_id,
+        )
         values = (metrics.get("val_acc", 0.0), saving)
         return values + ((-metrics.get("energy_mj", 0.0),) if self.energy_objective else ())
 
-    def _evaluated_twin(self, trial: optuna.Trial, ratios: dict[str, float],
-                        bits: Bits) -> optuna.trial.FrozenTrial | None:
+    def _evaluated_twin(
+        self, trial: optuna.Trial, ratios: dict[str, float], bits: Bits
+    ) -> optuna.trial.FrozenTrial | None:
         """A COMPLETE, evaluated trial that pruned (and quantized) to the same model, if any."""
         memory, quantized = self.setup.memory, quantized_bits(bits)
         kept = memory.kept(ratios)
         for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if ("metrics" in t.user_attrs and memory.kept(trial_ratios(t)) == kept
-                    and quantized_bits(trial_bits(t)) == quantized):
+            if (
+                "metrics" in t.user_attrs
+                and memory.kept(trial_ratios(t)) == kept
+                and quantized_bits(trial_bits(t)) == quantized
+            ):
                 return t
         return None
 
-    def _evaluate(self, trial: optuna.Trial, ratios: dict[str, float], bits: Bits, saving: float,
-                  seconds: dict[str, float]) -> dict[str, float]:
+    def _evaluate(
+        self, trial: optuna.Trial, ratios: dict[str, float], bits: Bits, saving: float, seconds: dict[str, float]
+    ) -> dict[str, float]:
         """Prune (and quantize), recalibrate and score the model at the trial's fidelity; ``seconds`` gets each
         phase's time."""
         s = self.setup
@@ -161,12 +174,15 @@ class TrialObjective:
     def _cost(self, model: nn.Module, seconds: dict[str, float]) -> dict[str, float]:
         with phase(seconds, "cost"):
             images = sample_images(self.setup.base.splits, self.setup.compute)
-            return cost_report(model, images, latency_repeats=self.latency_repeats,
-                               compute=self.setup.compute).to_dict()
+            return cost_report(
+                model, images, latency_repeats=self.latency_repeats, compute=self.setup.compute
+            ).to_dict()
 
     def _promotes(self, trial: optuna.Trial, score: float, saving: float) -> bool:
         """Successive halving's rule against every other trial scored on the subset (finished or not)."""
-        peers = [(t.user_attrs[SUBSET_ACC_ATTR], self.setup.memory.saving(trial_ratios(t), trial_bits(t)))
-                 for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-                 if t.number != trial.number and SUBSET_ACC_ATTR in t.user_attrs]
+        peers = [
+            (t.user_attrs[SUBSET_ACC_ATTR], self.setup.memory.saving(trial_ratios(t), trial_bits(t)))
+            for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+            if t.number != trial.number and SUBSET_ACC_ATTR in t.user_attrs
+        ]
         return self.fidelity.promotes(score, saving, peers, constrained=self.budget is not None)

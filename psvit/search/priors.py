@@ -23,8 +23,9 @@ PRIOR_BITS = (8, 4)
 FRONT_BUDGETS = (0.25, 0.5, 0.75)
 
 
-def strategy_allocations(s: Setup, table: SensitivityTable, strategy: str,
-                         budgets: list[float], bits: Bits = None) -> list[dict[str, float]]:
+def strategy_allocations(
+    s: Setup, table: SensitivityTable, strategy: str, budgets: list[float], bits: Bits = None
+) -> list[dict[str, float]]:
     """``strategy``'s ("psvit" or "uniform") allocation at each budget, exactly as ``python -m psvit.prune
     strategy=...`` makes it (same rule, same ladder), so a prior trial is that strategy's model; with ``bits``,
     the widths for the budget left once the weights are counted at those bit-widths."""
@@ -37,8 +38,9 @@ def strategy_allocations(s: Setup, table: SensitivityTable, strategy: str,
     return out
 
 
-def bits_priors(s: Setup, table: SensitivityTable, budgets: list[float],
-                choices: Sequence[int]) -> list[dict[str, float]]:
+def bits_priors(
+    s: Setup, table: SensitivityTable, budgets: list[float], choices: Sequence[int]
+) -> list[dict[str, float]]:
     """The priors of a bit-width search: the psvit and uniform-width allocations with every group at the widest
     choice, then psvit's widths with every group at 8 and at 4 bits (those among the choices). A prior the
     budget is out of reach for at its bit-widths is left out. Parameters include ``bits.<group>`` when there
@@ -64,8 +66,14 @@ def budget_ladder(s: Setup, budget: float | None, n: int, bits: Bits = None) -> 
     return [float(b) for b in np.linspace(low, max(low, top), n)]
 
 
-def prior_allocations(s: Setup, table: SensitivityTable, sampler: str, budget: float | None,
-                      n_trials: int, bits: Sequence[int] = (FLOAT_BITS,)) -> list[dict[str, float]]:
+def prior_allocations(
+    s: Setup,
+    table: SensitivityTable,
+    sampler: str,
+    budget: float | None,
+    n_trials: int,
+    bits: Sequence[int] = (FLOAT_BITS,),
+) -> list[dict[str, float]]:
     """The allocations to evaluate first, without duplicates.
 
     A search sampler (guided/tpe/nsga2/random) starts from the psvit and uniform allocations for the budget (or, with no
@@ -75,8 +83,7 @@ def prior_allocations(s: Setup, table: SensitivityTable, sampler: str, budget: f
     """
     quantized = {g.name: bits[0] for g in s.groups} if len(bits) == 1 and bits[0] < FLOAT_BITS else None
     if sampler in ("psvit", "uniform"):
-        allocations = strategy_allocations(s, table, sampler, budget_ladder(s, budget, n_trials, quantized),
-                                           quantized)
+        allocations = strategy_allocations(s, table, sampler, budget_ladder(s, budget, n_trials, quantized), quantized)
     elif bits != (FLOAT_BITS,):
         top = s.memory.max_saving(s.groups, {g.name: min(bits) for g in s.groups})
         budgets = [budget] if budget is not None else [f * top for f in FRONT_BUDGETS]
@@ -84,8 +91,9 @@ def prior_allocations(s: Setup, table: SensitivityTable, sampler: str, budget: f
     else:
         top = s.memory.max_saving(s.groups)
         budgets = [budget] if budget is not None else [f * top for f in FRONT_BUDGETS]
-        allocations = [a for strategy in ("psvit", "uniform")
-                       for a in strategy_allocations(s, table, strategy, budgets)]
+        allocations = [
+            a for strategy in ("psvit", "uniform") for a in strategy_allocations(s, table, strategy, budgets)
+        ]
     unique: list[dict[str, float]] = []
     for a in allocations:
         if a not in unique:

@@ -48,10 +48,14 @@ def export_tolerance(cfg: DictConfig) -> Tolerance:
 def registry_tags(session: SearchSession, done: Finished, trial: FrozenTrial) -> dict[str, Any]:
     """What a registered version says about itself: budget, memory saving, val/test accuracy, study, trial."""
     row = done.row
-    return {"budget": "none" if session.budget is None else session.budget, "saving": round(row.memory_saving, 6),
-            "val_acc": round(trial.values[0], 6),
-            "test_acc": round(row.finetuned_acc if row.finetuned_acc is not None else row.pruned_acc, 6),
-            "study": session.study_name, "trial": trial.number}
+    return {
+        "budget": "none" if session.budget is None else session.budget,
+        "saving": round(row.memory_saving, 6),
+        "val_acc": round(trial.values[0], 6),
+        "test_acc": round(row.finetuned_acc if row.finetuned_acc is not None else row.pruned_acc, 6),
+        "study": session.study_name,
+        "trial": trial.number,
+    }
 
 
 def publish(session: SearchSession, done: Finished, trial: FrozenTrial, out_dir: Path) -> list[str]:
@@ -62,30 +66,41 @@ def publish(session: SearchSession, done: Finished, trial: FrozenTrial, out_dir:
     lines: list[str] = []
     onnx = None
     try:
-        exported = export_onnx(done.model, out_dir / "pruned.onnx", images, latency_batches=LATENCY_BATCHES,
-                               repeats=cfg.search.latency_repeats, strict=False, progress=cfg.progress,
-                               tol=export_tolerance(cfg))
+        exported = export_onnx(
+            done.model,
+            out_dir / "pruned.onnx",
+            images,
+            latency_batches=LATENCY_BATCHES,
+            repeats=cfg.search.latency_repeats,
+            strict=False,
+            progress=cfg.progress,
+            tol=export_tolerance(cfg),
+        )
     except (ExportError, ConfigError) as exc:
         lines.append(f"export failed (the search goes on): {exc}")
         tracking.set_tags({EXPORT_TAG: f"failed: {exc}"}, run_id=pid)
     else:
         onnx = exported.path
         lines.append(exported.format())
-        latency = {f"latency_{runtime.replace(' ', '_')}_b{b}_ms": s * 1e3
-                   for runtime, row in (exported.latency.seconds if exported.latency else {}).items()
-                   for b, s in row.items()}
+        latency = {
+            f"latency_{runtime.replace(' ', '_')}_b{b}_ms": s * 1e3
+            for runtime, row in (exported.latency.seconds if exported.latency else {}).items()
+            for b, s in row.items()
+        }
         tracking.log_metrics({**exported.parity.metrics(), **latency}, run_id=pid)
         status = "parity failed: " + "; ".join(exported.failures) if exported.failures else "ok"
         tracking.set_tags({EXPORT_TAG: status}, run_id=pid)
         tracking.log_artifact(onnx, run_id=pid, artifact_path="final_model")
     tags = registry_tags(session, done, trial)
     with tracking.run(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, session.study_name, run_id=pid):
-        logged = log_model(done.checkpoint, images.numpy(), onnx=onnx, params=tags,
-                           metadata={"data": session.setup.data_cfg})
+        logged = log_model(
+            done.checkpoint, images.numpy(), onnx=onnx, params=tags, metadata={"data": session.setup.data_cfg}
+        )
     lines.append(f"MLflow Model: {logged.model_uri} (pyfunc, logged to run {pid})")
     name = cfg.search.get("register_model")
     if name:
         logged = register(logged, name, tags)
-        lines.append(f"registered: {logged.registry_uri}  (mlflow models serve -m {logged.registry_uri} "
-                     "--env-manager local)")
+        lines.append(
+            f"registered: {logged.registry_uri}  (mlflow models serve -m {logged.registry_uri} --env-manager local)"
+        )
     return lines

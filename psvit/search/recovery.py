@@ -31,7 +31,7 @@ def _process(pid: int) -> tuple[str, str] | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state is field 3, start time field 22
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state is field 3, start time field 22
     return fields[0], fields[19]
 
 
@@ -45,8 +45,7 @@ def _pid_namespace() -> str:
 def this_worker() -> dict[str, Any]:
     """This process, as recorded on the trials it runs."""
     me = _process(os.getpid())
-    return {"host": socket.gethostname(), "pidns": _pid_namespace(), "pid": os.getpid(),
-            "start": me[1] if me else ""}
+    return {"host": socket.gethostname(), "pidns": _pid_namespace(), "pid": os.getpid(), "start": me[1] if me else ""}
 
 
 def is_dead(worker: dict[str, Any]) -> bool:
@@ -73,9 +72,14 @@ def retry(study: optuna.Study, trial: FrozenTrial) -> None:
     history = [*trial.system_attrs.get("retry_history", []), trial.number]
     if len(history) > MAX_RETRY:
         return
-    study.add_trial(optuna.create_trial(
-        state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
-        system_attrs={**trial.system_attrs, "failed_trial": history[0], "retry_history": history}))
+    study.add_trial(
+        optuna.create_trial(
+            state=TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            system_attrs={**trial.system_attrs, "failed_trial": history[0], "retry_history": history},
+        )
+    )
 
 
 def fail_trial(study: optuna.Study, trial_id: int) -> bool:

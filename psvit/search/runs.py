@@ -27,10 +27,12 @@ def parent_run(tracking_uri: str, experiment: str, study_name: str) -> tuple[str
     found = _candidates(client, experiment_id, study_name)
     if found:
         return found[0].info.run_id, False
-    mine = client.create_run(experiment_id, run_name=f"search-{study_name}",
-                             tags={STUDY_TAG: study_name, ROLE_TAG: "search", "psvit.command": "search"})
+    mine = client.create_run(
+        experiment_id,
+        run_name=f"search-{study_name}",
+        tags={STUDY_TAG: study_name, ROLE_TAG: "search", "psvit.command": "search"},
+    )
     winner = _candidates(client, experiment_id, study_name)[0]
     if winner.info.run_id != mine.info.run_id:
         client.delete_run(mine.info.run_id)
     return winner.info.run_id, winner.info.run_id == mine.info.run_id
-

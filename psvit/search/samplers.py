@@ -40,12 +40,14 @@ class PriorFirstSampler(BaseSampler):
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         return {} if self._is_prior(trial) else self.base.infer_relative_search_space(study, trial)
 
-    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
-                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
         return {} if self._is_prior(trial) else self.base.sample_relative(study, trial, search_space)
 
-    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: BaseDistribution) -> Any:
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
         if self._is_prior(trial):
             return self.priors[trial.number][param_name]
         return self.base.sample_independent(study, trial, param_name, param_distribution)
@@ -53,8 +55,9 @@ class PriorFirstSampler(BaseSampler):
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.base.before_trial(study, trial)
 
-    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: optuna.trial.TrialState,
-                    values: Sequence[float] | None) -> None:
+    def after_trial(
+        self, study: optuna.Study, trial: FrozenTrial, state: optuna.trial.TrialState, values: Sequence[float] | None
+    ) -> None:
         self.base.after_trial(study, trial, state, values)
 
     def reseed_rng(self) -> None:
@@ -70,8 +73,9 @@ def base_sampler(name: str, seed: int, n_startup_trials: int, n_trials: int) -> 
     """The Optuna sampler behind ``search.sampler`` (strategy samplers need none: all trials are priors;
     ``guided`` needs the search's state and is built by the session)."""
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials, multivariate=True,
-                                          constant_liar=True)
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=n_startup_trials, multivariate=True, constant_liar=True
+        )
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=nsga2_population(n_trials))
     if name in ("random", *STRATEGY_SAMPLERS):

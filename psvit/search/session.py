@@ -41,8 +41,9 @@ class SearchSession:
     n_trials: int
 
     @classmethod
-    def start(cls, cfg: DictConfig, budget: float | None, seed_offset: int = 0, s: Setup | None = None
-              ) -> SearchSession:
+    def start(
+        cls, cfg: DictConfig, budget: float | None, seed_offset: int = 0, s: Setup | None = None
+    ) -> SearchSession:
         """Open (or resume) the study of ``cfg``'s search at ``budget``: the base model (``s``, or the config's
         base, trained or read from the cache), its sensitivity priors, the sampler, the MLflow parent run."""
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -64,34 +65,60 @@ class SearchSession:
         seed = sc.seed + seed_offset
         fidelity = Fidelity(float(sc.fidelity.subset), float(sc.fidelity.promote))
         n_scored = len(s.base.splits.val_subset(fidelity.subset, cfg.seed))  # the noisiest score's image count
-        inner = (GuidedSampler(s.memory, table, space, budget, n_scored, seed, sc.front_every)
-                 if sc.sampler == "guided"
-                 else base_sampler(sc.sampler, seed, sc.n_startup_trials, sc.n_trials))
+        inner = (
+            GuidedSampler(s.memory, table, space, budget, n_scored, seed, sc.front_every)
+            if sc.sampler == "guided"
+            else base_sampler(sc.sampler, seed, sc.n_startup_trials, sc.n_trials)
+        )
         sampler = PriorFirstSampler(inner, priors)
         n_objectives = 3 if sc.energy_objective else 2
-        study = open_study(name, make_storage(sc.storage, sc.heartbeat_interval, sc.grace_period), sampler,
-                           n_objectives)
+        study = open_study(
+            name, make_storage(sc.storage, sc.heartbeat_interval, sc.grace_period), sampler, n_objectives
+        )
         check_identity(study, name, study_identity(cfg, s, budget, space))
         parent_id, created = parent_run(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, name)
         if created:
-            tracking.log_params({"config": OmegaConf.to_container(cfg, resolve=True), "budget": budget,
-                                 "study_name": name}, run_id=parent_id)
-            tracking.log_metrics({"base_val_acc": s.base.val_acc, "base_test_acc": s.base.test_acc,
-                                  "base_weight_bytes": s.memory.base_bytes}, run_id=parent_id)
+            tracking.log_params(
+                {"config": OmegaConf.to_container(cfg, resolve=True), "budget": budget, "study_name": name},
+                run_id=parent_id,
+            )
+            tracking.log_metrics(
+                {
+                    "base_val_acc": s.base.val_acc,
+                    "base_test_acc": s.base.test_acc,
+                    "base_weight_bytes": s.memory.base_bytes,
+                },
+                run_id=parent_id,
+            )
             tracking.set_tags({f"psvit.{BASE_ATTR}": s.base.sha256}, run_id=parent_id)
             tracking.log_artifact(s.base.splits_file, run_id=parent_id, artifact_path="data")
             out = Path(cfg.cache_dir).expanduser() / f"sensitivity-artifacts-{name}"
             for f in write_sensitivity(table, out):
                 tracking.log_artifact(f, run_id=parent_id, artifact_path="sensitivity")
-        objective = TrialObjective(s, space, budget, TrialRuns(parent_id, name), recovery_epochs(cfg),
-                                   sc.energy_objective, sc.latency_repeats, len(priors), sc.repair, fidelity)
+        objective = TrialObjective(
+            s,
+            space,
+            budget,
+            TrialRuns(parent_id, name),
+            recovery_epochs(cfg),
+            sc.energy_objective,
+            sc.latency_repeats,
+            len(priors),
+            sc.repair,
+            fidelity,
+        )
         n_trials = len(priors) if sc.sampler in STRATEGY_SAMPLERS else sc.n_trials
         return cls(cfg, budget, s, study, name, parent_id, objective, n_trials)
 
     def run(self) -> int:
         """Run this worker's share of the missing trials; the front is updated after each one."""
-        bar = tqdm(total=self.n_trials, initial=self.n_complete(), desc="trials", unit="trial",
-                   disable=not self.cfg.progress or None)
+        bar = tqdm(
+            total=self.n_trials,
+            initial=self.n_complete(),
+            desc="trials",
+            unit="trial",
+            disable=not self.cfg.progress or None,
+        )
 
         def after_each(study: optuna.Study) -> None:
             front = update_front(study, self.parent_run_id, self.budget)
@@ -100,8 +127,14 @@ class SearchSession:
 
         runs = self.objective.runs
         try:
-            return run_trials(self.study, self.objective, self.n_trials, callbacks=[runs.close],
-                              before_each=runs.reconcile, after_each=after_each)
+            return run_trials(
+                self.study,
+                self.objective,
+                self.n_trials,
+                callbacks=[runs.close],
+                before_each=runs.reconcile,
+                after_each=after_each,
+            )
         except KeyboardInterrupt:
             runs.abort(self.study)
             raise
@@ -119,8 +152,10 @@ class SearchSession:
         whose val accuracy is within ``search.select_tolerance`` of the base model's (else the most accurate)."""
         front = front_trials(self.study)
         if not front:
-            raise PsvitError(f"no trial of study {self.study_name!r} met the budget; raise search.n_trials or "
-                             "keep search.priors=true (the prior trials always meet it)")
+            raise PsvitError(
+                f"no trial of study {self.study_name!r} met the budget; raise search.n_trials or "
+                "keep search.priors=true (the prior trials always meet it)"
+            )
         if self.budget is None:
             floor = self.setup.base.val_acc - self.cfg.search.select_tolerance
             close = [t for t in front if t.values[0] >= floor]
@@ -133,8 +168,9 @@ class SearchSession:
         trial = self.chosen_trial()
         done = finish(self.setup, trial_ratios(trial), out_dir, desc="fine-tune chosen", bits=trial_bits(trial))
         pid = self.parent_run_id
-        tracking.log_metrics({f"final_{k}": v for k, v in {**done.row.metrics(), **done.cost.to_dict()}.items()},
-                             run_id=pid)
+        tracking.log_metrics(
+            {f"final_{k}": v for k, v in {**done.row.metrics(), **done.cost.to_dict()}.items()}, run_id=pid
+        )
         tracking.set_tags({"chosen_trial": trial.number}, run_id=pid)
         if done.bits:
             tracking.log_params({"final_bits": done.bits}, run_id=pid)
@@ -147,10 +183,16 @@ def study_identity(cfg: DictConfig, s: Setup, budget: float | None, space: Searc
     """What a study's trials mean, by readable name: reusing the study with any of it changed is refused."""
     sc = cfg.search
     return {
-        "budget": budget, "base model": s.base.sha256[:16], "search.sampler": sc.sampler, "search.priors": sc.priors,
-        "search.repair": sc.repair, "search.recovery_epochs": recovery_epochs(cfg),
+        "budget": budget,
+        "base model": s.base.sha256[:16],
+        "search.sampler": sc.sampler,
+        "search.priors": sc.priors,
+        "search.repair": sc.repair,
+        "search.recovery_epochs": recovery_epochs(cfg),
         **({"search.bits": list(space.bits)} if space.quantizes else {}),
-        "search.energy_objective": sc.energy_objective, "groups": list(space.bounds), "search.step": space.step,
+        "search.energy_objective": sc.energy_objective,
+        "groups": list(space.bounds),
+        "search.step": space.step,
         **{f"range of {g}": [round(lo, 6), round(hi, 6)] for g, (lo, hi) in space.bounds.items()},
         **{f"prune.{k}": v for k, v in tracking.flat_params(config_sections(cfg, "prune")[0]).items()},
     }
@@ -159,8 +201,17 @@ def study_identity(cfg: DictConfig, s: Setup, budget: float | None, space: Searc
 def default_study_name(cfg: DictConfig, s: Setup, budget: float | None) -> str:
     """A name that changes whenever the search would: base model, budget, sampler and search settings."""
     keyed = config_sections(cfg, "prune", "sensitivity", "search")
-    for k in ("n_trials", "storage", "study_name", "finalize", "export", "register_model", "parity",
-              "heartbeat_interval", "grace_period"):
+    for k in (
+        "n_trials",
+        "storage",
+        "study_name",
+        "finalize",
+        "export",
+        "register_model",
+        "parity",
+        "heartbeat_interval",
+        "grace_period",
+    ):
         keyed[2].pop(k, None)
     tag = "front" if budget is None else f"b{budget:g}"
     return f"psvit-{s.base.path.stem.removeprefix('base-')[:8]}-{tag}-{cfg.search.sampler}-{config_hash(*keyed)[:6]}"

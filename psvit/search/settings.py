@@ -14,8 +14,10 @@ def check_settings(cfg: DictConfig) -> None:
     """One-line errors for an unknown sampler, bad ``search.bits`` (or several with a strategy sampler), and a
     ``search.register_model`` that is not a name or has no model to register."""
     if cfg.search.sampler not in SEARCH_SAMPLERS + STRATEGY_SAMPLERS:
-        raise ConfigError(f"search.sampler must be one of {', '.join(SEARCH_SAMPLERS + STRATEGY_SAMPLERS)}, "
-                          f"got {cfg.search.sampler!r}")
+        raise ConfigError(
+            f"search.sampler must be one of {', '.join(SEARCH_SAMPLERS + STRATEGY_SAMPLERS)}, "
+            f"got {cfg.search.sampler!r}"
+        )
     bits = list(cfg.search.bits) if OmegaConf.is_list(cfg.search.bits) else None
     try:
         if not bits:
@@ -25,15 +27,19 @@ def check_settings(cfg: DictConfig) -> None:
     except ValueError as exc:
         raise ConfigError(f"search.bits: {exc}; got {cfg.search.bits}") from None
     if cfg.search.sampler in STRATEGY_SAMPLERS and len(set(bits)) > 1:
-        raise ConfigError(f"search.sampler={cfg.search.sampler} evaluates its strategy at one bit-width: give "
-                          f"search.bits one value (e.g. [4]), got {list(bits)}")
+        raise ConfigError(
+            f"search.sampler={cfg.search.sampler} evaluates its strategy at one bit-width: give "
+            f"search.bits one value (e.g. [4]), got {list(bits)}"
+        )
     name = cfg.search.get("register_model")
     if name is not None:
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"search.register_model must be null or a model name, got {name!r}")
         if not (cfg.search.finalize and cfg.search.export):
-            raise ConfigError("search.register_model needs search.finalize=true and search.export=true (it registers "
-                              "the chosen model's MLflow Model)")
+            raise ConfigError(
+                "search.register_model needs search.finalize=true and search.export=true (it registers "
+                "the chosen model's MLflow Model)"
+            )
 
 
 def bit_choices(cfg: DictConfig) -> tuple[int, ...]:

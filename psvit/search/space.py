@@ -39,8 +39,9 @@ MIN_RATIO = 1 / 16
 
 def trial_ratios(trial: FrozenTrial) -> dict[str, float]:
     """The keep ratios ``trial``'s model was pruned with (its parameters, for trials recorded without them)."""
-    return dict(trial.user_attrs.get(RATIOS_ATTR, {k: v for k, v in trial.params.items()
-                                                   if not k.startswith(BITS_PREFIX)}))
+    return dict(
+        trial.user_attrs.get(RATIOS_ATTR, {k: v for k, v in trial.params.items() if not k.startswith(BITS_PREFIX)})
+    )
 
 
 def trial_bits(trial: FrozenTrial) -> dict[str, int] | None:
@@ -70,15 +71,26 @@ class SearchSpace:
         return BITS_PREFIX + group
 
     @classmethod
-    def full(cls, groups: Sequence[Group], step: float | None = None,
-             include: Sequence[Mapping[str, float]] = (), bits: Sequence[int] = (FLOAT_BITS,)) -> SearchSpace:
+    def full(
+        cls,
+        groups: Sequence[Group],
+        step: float | None = None,
+        include: Sequence[Mapping[str, float]] = (),
+        bits: Sequence[int] = (FLOAT_BITS,),
+    ) -> SearchSpace:
         """``[0, 1]`` (or ``[step, 1]`` on a ladder) for every group, widened to hold the ``include``d allocations."""
         return cls({g.name: (_lowest(g.name, step or 0.0, include), 1.0) for g in groups}, step, tuple(bits))
 
     @classmethod
-    def from_priors(cls, groups: Sequence[Group], table: SensitivityTable, prior_tolerance: float,
-                    include: Sequence[Mapping[str, float]] = (), step: float | None = None,
-                    bits: Sequence[int] = (FLOAT_BITS,)) -> SearchSpace:
+    def from_priors(
+        cls,
+        groups: Sequence[Group],
+        table: SensitivityTable,
+        prior_tolerance: float,
+        include: Sequence[Mapping[str, float]] = (),
+        step: float | None = None,
+        bits: Sequence[int] = (FLOAT_BITS,),
+    ) -> SearchSpace:
         bounds = {}
         for g in groups:
             grid = sorted({r["ratio"] for r in table.rows if r["group"] == g.name})
@@ -93,8 +105,9 @@ class SearchSpace:
 
     def distributions(self) -> dict[str, BaseDistribution]:
         """The Optuna distribution of every parameter, exactly as :meth:`suggest` asks for them."""
-        out: dict[str, BaseDistribution] = {name: FloatDistribution(lo, hi, step=self.step)
-                                            for name, (lo, hi) in self.bounds.items()}
+        out: dict[str, BaseDistribution] = {
+            name: FloatDistribution(lo, hi, step=self.step) for name, (lo, hi) in self.bounds.items()
+        }
         if self.searches_bits:
             out.update({self.bits_param(name): CategoricalDistribution(self.bits) for name in self.bounds})
         return out
@@ -104,8 +117,9 @@ class SearchSpace:
         are searched, one bit-width per group; returns the ratios and the bit-widths (None: float32)."""
         ratios = {name: trial.suggest_float(name, lo, hi, step=self.step) for name, (lo, hi) in self.bounds.items()}
         if self.searches_bits:
-            return ratios, {name: int(trial.suggest_categorical(self.bits_param(name), self.bits))
-                            for name in self.bounds}
+            return ratios, {
+                name: int(trial.suggest_categorical(self.bits_param(name), self.bits)) for name in self.bounds
+            }
         return ratios, ({name: self.bits[0] for name in self.bounds} if self.quantizes else None)
 
 

@@ -67,23 +67,32 @@ logging.getLogger(optuna.study._optimize.__name__).addFilter(_QuietInterruptedTr
 def make_storage(url: str, heartbeat_interval: int = 10, grace_period: int = 30) -> RDBStorage:
     """An RDB storage with heartbeats and one retry of each trial whose worker fell silent."""
     if not url.startswith(RDB_PREFIXES):
-        raise ConfigError("search.storage must be an RDB URL (e.g. sqlite:///optuna.db, postgresql://...), "
-                          f"got {url!r}")
+        raise ConfigError(
+            f"search.storage must be an RDB URL (e.g. sqlite:///optuna.db, postgresql://...), got {url!r}"
+        )
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {}
     try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-                          grace_period=grace_period, heartbeat_stale_trial_callback=retry)
+        return RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            heartbeat_stale_trial_callback=retry,
+        )
     except Exception as exc:
         raise ConfigError(f"cannot open Optuna storage {url!r}: {str(exc).splitlines()[0]}") from None
 
 
 def open_study(name: str, storage: RDBStorage, sampler: BaseSampler, n_objectives: int) -> optuna.Study:
     """Create the study, or load it to resume; all objectives are maximized."""
-    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
-                                directions=["maximize"] * n_objectives, load_if_exists=True)
+    study = optuna.create_study(
+        study_name=name, storage=storage, sampler=sampler, directions=["maximize"] * n_objectives, load_if_exists=True
+    )
     if len(study.directions) != n_objectives:
-        raise ConfigError(f"study {name!r} exists with {len(study.directions)} objectives, not {n_objectives}; "
-                          "use another search.study_name")
+        raise ConfigError(
+            f"study {name!r} exists with {len(study.directions)} objectives, not {n_objectives}; "
+            "use another search.study_name"
+        )
     return study
 
 
@@ -99,8 +108,10 @@ def check_identity(study: optuna.Study, name: str, identity: Mapping[str, Any]) 
         return
     for key, value in identity.items():
         if made.get(key) != value:
-            raise PsvitError(f"study {name!r} was made with {key} {_show(made.get(key))}, not {_show(value)}; "
-                             f"resume with the same settings, or pass search.study_name=<new> to start fresh")
+            raise PsvitError(
+                f"study {name!r} was made with {key} {_show(made.get(key))}, not {_show(value)}; "
+                f"resume with the same settings, or pass search.study_name=<new> to start fresh"
+            )
 
 
 def _show(value: Any) -> str:
@@ -121,10 +132,16 @@ def recover(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
-def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], tuple[float, ...]], n_trials: int, *,
-               callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
-               before_each: Callable[[optuna.Study], None] | None = None,
-               after_each: Callable[[optuna.Study], None] | None = None, poll_seconds: float = 1.0) -> int:
+def run_trials(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], tuple[float, ...]],
+    n_trials: int,
+    *,
+    callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
+    before_each: Callable[[optuna.Study], None] | None = None,
+    after_each: Callable[[optuna.Study], None] | None = None,
+    poll_seconds: float = 1.0,
+) -> int:
     """Run trials until the study holds ``n_trials`` COMPLETE ones; returns how many this worker ran.
 
     ``callbacks`` run after Optuna commits each trial (also a failed one); ``before_each`` runs after recovery,
@@ -146,7 +163,9 @@ def run_trials(study: optuna.Study, objective: Callable[[optuna.Trial], tuple[fl
         ran += 1
         failures = failures + 1 if last[-1].state == TrialState.FAIL else 0
         if failures >= MAX_FAILURES_IN_A_ROW:
-            raise PsvitError(f"{failures} trials in a row failed on this worker (the last: trial {last[-1].number}, "
-                             "see the warning above); fix the cause, then rerun to resume")
+            raise PsvitError(
+                f"{failures} trials in a row failed on this worker (the last: trial {last[-1].number}, "
+                "see the warning above); fix the cause, then rerun to resume"
+            )
         if after_each is not None:
             after_each(study)

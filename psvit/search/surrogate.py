@@ -69,11 +69,17 @@ class AccuracySurrogate:
     def drop(self, x: np.ndarray) -> np.ndarray:
         """``D(x)``: the table's additive predicted drop, per row of ``x``."""
         k = len(self.names)
-        return np.array([
-            sum(self.table.predicted_drop(n, float(v)) for n, v in zip(self.names, row[:k]))
-            + (sum(self.table.predicted_bits_drop(n, feature_bits(v)) for n, v in zip(self.names, row[k:]))
-               if self.with_bits else 0.0)
-            for row in x])
+        return np.array(
+            [
+                sum(self.table.predicted_drop(n, float(v)) for n, v in zip(self.names, row[:k]))
+                + (
+                    sum(self.table.predicted_bits_drop(n, feature_bits(v)) for n, v in zip(self.names, row[k:]))
+                    if self.with_bits
+                    else 0.0
+                )
+                for row in x
+            ]
+        )
 
     def _mean(self, x: np.ndarray) -> np.ndarray:
         return self.a - self.b * self.drop(x)

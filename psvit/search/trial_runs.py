@@ -33,9 +33,17 @@ class TrialRuns:
 
     def open(self, trial: optuna.Trial, **tags: object) -> str:
         """Start ``trial``'s child run (RUNNING) and record its id on the trial."""
-        run_id = tracking.start_child_run(self.parent_run_id, f"trial-{trial.number}", {
-            "psvit.study": self.study_name, "trial_number": trial.number, STATE_TAG: "RUNNING", "pareto": "false",
-            **tags})
+        run_id = tracking.start_child_run(
+            self.parent_run_id,
+            f"trial-{trial.number}",
+            {
+                "psvit.study": self.study_name,
+                "trial_number": trial.number,
+                STATE_TAG: "RUNNING",
+                "pareto": "false",
+                **tags,
+            },
+        )
         trial.set_user_attr(RUN_ATTR, run_id)
         self.current = (trial._trial_id, run_id)
         return run_id

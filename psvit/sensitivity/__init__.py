@@ -15,12 +15,25 @@ from psvit.sensitivity.table import SensitivityTable
 from psvit.train.base import BaseModel, config_hash, file_hash
 from psvit.train.compute import Compute
 
-__all__ = ["SensitivitySettings", "SensitivityTable", "get_sensitivity", "recalibrated", "run_sensitivity",
-           "sensitivity_cache_path"]
+__all__ = [
+    "SensitivitySettings",
+    "SensitivityTable",
+    "get_sensitivity",
+    "recalibrated",
+    "run_sensitivity",
+    "sensitivity_cache_path",
+]
 
 
-def sensitivity_cache_path(base_path: Path, groups: Sequence[Group], constraints: PruneConstraints,
-                           settings: SensitivitySettings, *, data_cfg: dict, cache_dir: str | Path) -> Path:
+def sensitivity_cache_path(
+    base_path: Path,
+    groups: Sequence[Group],
+    constraints: PruneConstraints,
+    settings: SensitivitySettings,
+    *,
+    data_cfg: dict,
+    cache_dir: str | Path,
+) -> Path:
     """Where the table of these inputs is cached: keyed by the base checkpoint (whose name holds the split policy,
     :func:`psvit.train.base.base_cache_path`), data, groups and settings."""
     key = config_hash(base_path.name, data_cfg, [g.name for g in groups], asdict(constraints), settings.key())
@@ -43,11 +56,24 @@ def get_sensitivity(
     path = sensitivity_cache_path(base.path, groups, constraints, settings, data_cfg=data_cfg, cache_dir=cache_dir)
 
     def make() -> SensitivityTable:
-        table = run_sensitivity(base.model, base.splits, groups, memory, constraints, settings,
-                                base_val_acc=base.val_acc, compute=compute, progress=progress)
-        table.meta = {"key": path.stem.removeprefix("sensitivity-"), "base": base.path.name,
-                      "settings": settings.key(), "split": base.splits.policy,
-                      "split_listing": {"file": base.splits_file.name, "sha256": file_hash(base.splits_file)}}
+        table = run_sensitivity(
+            base.model,
+            base.splits,
+            groups,
+            memory,
+            constraints,
+            settings,
+            base_val_acc=base.val_acc,
+            compute=compute,
+            progress=progress,
+        )
+        table.meta = {
+            "key": path.stem.removeprefix("sensitivity-"),
+            "base": base.path.name,
+            "settings": settings.key(),
+            "split": base.splits.policy,
+            "split_listing": {"file": base.splits_file.name, "sha256": file_hash(base.splits_file)},
+        }
         with atomic_path(path) as tmp:
             table.to_json(tmp)
         return table

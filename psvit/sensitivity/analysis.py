@@ -44,16 +44,18 @@ class SensitivitySettings:
         return fields
 
 
-def recalibrated(model: nn.Module, splits: DataSplits, settings: SensitivitySettings,
-                 compute: Compute | None = None) -> nn.Module:
+def recalibrated(
+    model: nn.Module, splits: DataSplits, settings: SensitivitySettings, compute: Compute | None = None
+) -> nn.Module:
     """``model`` with BatchNorm statistics re-estimated on ``settings.recalibration_batches`` shuffled training
     batches (loaded with ``compute``'s settings)."""
     loader = batches(splits.train, settings.batch_size, shuffle=True, seed=settings.seed, compute=compute)
     return recalibrate_bn(model, loader, settings.recalibration_batches)
 
 
-def importance_batches(splits: DataSplits, settings: SensitivitySettings,
-                       compute: Compute | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def importance_batches(
+    splits: DataSplits, settings: SensitivitySettings, compute: Compute | None = None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """A few training batches for data-driven importances (Taylor, spike activity)."""
     loader = batches(splits.train, settings.batch_size, shuffle=True, seed=settings.seed, compute=compute)
     return list(itertools.islice(loader, 4))
@@ -93,8 +95,11 @@ def run_sensitivity(
             row.update(ratio=float(ratio), width=group.width, kept=_width(memory.config(ratios), group))
         else:
             row["bits"] = int(bits)
-        row.update(val_acc=acc, acc_drop=base_val_acc - acc,
-                   memory_saving=memory.saving(ratios, None if bits is None else {group.name: bits}))
+        row.update(
+            val_acc=acc,
+            acc_drop=base_val_acc - acc,
+            memory_saving=memory.saving(ratios, None if bits is None else {group.name: bits}),
+        )
         (rows if bits is None else bits_rows).append(row)
     return SensitivityTable(rows=rows, base_val_acc=base_val_acc, bits_rows=bits_rows)
 

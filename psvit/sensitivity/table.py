@@ -69,8 +69,12 @@ class SensitivityTable:
     @classmethod
     def from_json(cls, path: Path) -> SensitivityTable:
         blob = json.loads(path.read_text())
-        return cls(rows=blob["rows"], base_val_acc=blob["base_val_acc"], meta=blob.get("meta", {}),
-                   bits_rows=blob.get("bits_rows", []))
+        return cls(
+            rows=blob["rows"],
+            base_val_acc=blob["base_val_acc"],
+            meta=blob.get("meta", {}),
+            bits_rows=blob.get("bits_rows", []),
+        )
 
     def to_csv(self, path: Path) -> Path:
         """The width rows, then (if any) the bits rows, with the union of their columns."""
@@ -88,8 +92,9 @@ class SensitivityTable:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, axes = plt.subplots(1, 2 if self.bits_rows else 1, figsize=(12 if self.bits_rows else 7, 4.5),
-                                 squeeze=False)
+        fig, axes = plt.subplots(
+            1, 2 if self.bits_rows else 1, figsize=(12 if self.bits_rows else 7, 4.5), squeeze=False
+        )
         ax = axes[0][0]
         for group in self.groups:
             ratios, drops = self.curve(group)

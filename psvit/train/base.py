@@ -63,10 +63,17 @@ class BaseModel:
 
     def describe(self) -> str:
         """Three lines: the data splits, where the base model comes from, and its accuracies."""
-        how = ("reused cached" if self.from_cache else "loaded checkpoint weights, cached in" if self.train_seconds == 0
-               else f"trained in {self.train_seconds:.1f} s,")
-        return (f"{self.splits.describe()}\nbase model: {how} {self.path}\n"
-                f"test accuracy: {self.test_acc:.4f}  (validation {self.val_acc:.4f})")
+        how = (
+            "reused cached"
+            if self.from_cache
+            else "loaded checkpoint weights, cached in"
+            if self.train_seconds == 0
+            else f"trained in {self.train_seconds:.1f} s,"
+        )
+        return (
+            f"{self.splits.describe()}\nbase model: {how} {self.path}\n"
+            f"test accuracy: {self.test_acc:.4f}  (validation {self.val_acc:.4f})"
+        )
 
 
 def model_config(model_cfg: dict[str, Any], splits: DataSplits) -> dict[str, Any]:
@@ -79,8 +86,10 @@ def model_config(model_cfg: dict[str, Any], splits: DataSplits) -> dict[str, Any
     if "img_size" in cfg:
         cfg["img_size"] = cfg["img_size"] or splits.img_size
         if cfg["img_size"] != splits.img_size:
-            raise ConfigError(f"model.img_size={cfg['img_size']} but the data gives {splits.img_size}-px images; "
-                              f"set data.img_size={cfg['img_size']} (or model.img_size=null to follow the data)")
+            raise ConfigError(
+                f"model.img_size={cfg['img_size']} but the data gives {splits.img_size}-px images; "
+                f"set data.img_size={cfg['img_size']} (or model.img_size=null to follow the data)"
+            )
     return cfg
 
 
@@ -110,16 +119,36 @@ def split_policy(model_cfg: dict[str, Any], splits: DataSplits) -> str:
     return "held-out" if model_cfg.get("checkpoint") and splits.has_held_out_part else "from-train"
 
 
-def base_cache_path(model_cfg: dict[str, Any], data_cfg: dict[str, Any], train_cfg: dict[str, Any],
-                    splits: DataSplits, *, seed: int, cache_dir: str | Path) -> Path:
+def base_cache_path(
+    model_cfg: dict[str, Any],
+    data_cfg: dict[str, Any],
+    train_cfg: dict[str, Any],
+    splits: DataSplits,
+    *,
+    seed: int,
+    cache_dir: str | Path,
+) -> Path:
     """Where the base model of these configs is cached: keyed by the architecture, the data, the split policy,
     the seed and either the training config or (with ``model.checkpoint``) the checkpoint file's content hash and
     weight choice."""
     source = model_cfg.get("checkpoint")
-    origin = ([file_hash(checkpoint.existing(source)), model_cfg.get("weights", "auto"),
-               model_cfg.get("checkpoint_format", "auto")] if source else train_cfg)
-    key = config_hash(model_cfg.get("name", "spikformer"), model_config(model_cfg, splits), data_cfg, origin, seed,
-                      split_policy(model_cfg, splits))
+    origin = (
+        [
+            file_hash(checkpoint.existing(source)),
+            model_cfg.get("weights", "auto"),
+            model_cfg.get("checkpoint_format", "auto"),
+        ]
+        if source
+        else train_cfg
+    )
+    key = config_hash(
+        model_cfg.get("name", "spikformer"),
+        model_config(model_cfg, splits),
+        data_cfg,
+        origin,
+        seed,
+        split_policy(model_cfg, splits),
+    )
     return Path(cache_dir).expanduser() / f"base-{key}.pt"
 
 
@@ -163,19 +192,29 @@ def get_base_model(
         start = time.perf_counter()
         if source:
             taken = checkpoint.load_official_weights(
-                model, source, weights=weights, trust_pickle=bool(model_cfg.get("trust_pickle", False)),
-                checkpoint_format=model_cfg.get("checkpoint_format", "auto"))
+                model,
+                source,
+                weights=weights,
+                trust_pickle=bool(model_cfg.get("trust_pickle", False)),
+                checkpoint_format=model_cfg.get("checkpoint_format", "auto"),
+            )
             print(f"base weights: {taken} of {source}")
             if splits.leak:
                 raise DataError(splits.leak)
         else:
-            train_model(model, splits.train, seed=seed, compute=compute, progress=progress, desc="train base",
-                        **train_cfg)
+            train_model(
+                model, splits.train, seed=seed, compute=compute, progress=progress, desc="train base", **train_cfg
+            )
         train_seconds = 0.0 if source else time.perf_counter() - start
         val_acc = evaluate(model, splits.val, compute)
         test_acc = evaluate(model, splits.test, compute)
-        meta = {"val_acc": val_acc, "test_acc": test_acc, "train_seconds": train_seconds, "key": key,
-                "split": splits.policy}
+        meta = {
+            "val_acc": val_acc,
+            "test_acc": test_acc,
+            "train_seconds": train_seconds,
+            "key": key,
+            "split": splits.policy,
+        }
         base = BaseModel(model.eval(), splits, path, val_acc, test_acc, False, train_seconds)
         splits.write_listing(base.splits_file)
         checkpoint.save(model, path, meta=meta)

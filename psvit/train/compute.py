@@ -83,8 +83,11 @@ class Compute:
             raise ConfigError(f"compute.amp must be null, bf16 or fp16, got {self.amp!r}")
         if not isinstance(self.compile, bool):
             raise ConfigError(f"compute.compile must be true or false, got {self.compile!r}")
-        if isinstance(self.eval_batch_size, bool) or not isinstance(self.eval_batch_size, int) \
-                or self.eval_batch_size < 1:
+        if (
+            isinstance(self.eval_batch_size, bool)
+            or not isinstance(self.eval_batch_size, int)
+            or self.eval_batch_size < 1
+        ):
             raise ConfigError(f"compute.eval_batch_size must be a positive integer, got {self.eval_batch_size!r}")
         if self.num_workers is not None and (not isinstance(self.num_workers, int) or self.num_workers < 0):
             raise ConfigError(f"compute.num_workers must be null or an integer >= 0, got {self.num_workers!r}")
@@ -118,8 +121,14 @@ class Compute:
         """A DataLoader over ``dataset``; shuffling is driven by its own seeded generator."""
         generator = torch.Generator().manual_seed(seed) if shuffle else None
         workers = self.workers_for(dataset)
-        return UserErrorLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                               num_workers=workers, pin_memory=self.pin_memory and self.device.type == "cuda")
+        return UserErrorLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            num_workers=workers,
+            pin_memory=self.pin_memory and self.device.type == "cuda",
+        )
 
     def to_device(self, batches: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The loader's ``(images, labels)`` on this device (non-blocking from pinned memory)."""
@@ -128,5 +137,7 @@ class Compute:
 
     def describe(self) -> str:
         """One line: the device (with the GPU's name), the precision, the LIF neuron backend and compilation."""
-        return (f"device: {device_name(self.device)}, precision: {self.amp or 'float32'}, "
-                f"LIF: {lif_backend(self.device)}" + (", evaluation compiled (torch.compile)" if self.compile else ""))
+        return (
+            f"device: {device_name(self.device)}, precision: {self.amp or 'float32'}, "
+            f"LIF: {lif_backend(self.device)}" + (", evaluation compiled (torch.compile)" if self.compile else "")
+        )

@@ -54,8 +54,10 @@ def init_from_env(device: torch.device) -> torch.device:
     if device.type == "cuda":
         local = int(os.environ.get("LOCAL_RANK", "0"))
         if local >= torch.cuda.device_count():
-            raise ConfigError(f"process {local} of this node has no GPU: torchrun started more processes per node "
-                              f"than its {torch.cuda.device_count()} GPU(s); lower --nproc_per_node or use device=cpu")
+            raise ConfigError(
+                f"process {local} of this node has no GPU: torchrun started more processes per node "
+                f"than its {torch.cuda.device_count()} GPU(s); lower --nproc_per_node or use device=cpu"
+            )
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
@@ -119,7 +121,7 @@ def all_reduce_mean(tensors: Sequence[torch.Tensor]) -> None:
         flat = flat / n if flat.is_floating_point() else flat // n
         offset = 0
         for t in group:
-            t.copy_(flat[offset:offset + t.numel()].view_as(t))
+            t.copy_(flat[offset : offset + t.numel()].view_as(t))
             offset += t.numel()
 
 
@@ -139,8 +141,9 @@ class StepBatches(Sampler[list[int]]):
     With one process and ``accumulate=1`` these are the batches of a plain shuffled ``DataLoader``.
     """
 
-    def __init__(self, order: Sampler[int], size: int, batch_size: int, *, accumulate: int = 1, world: int = 1,
-                 rank: int = 0) -> None:
+    def __init__(
+        self, order: Sampler[int], size: int, batch_size: int, *, accumulate: int = 1, world: int = 1, rank: int = 0
+    ) -> None:
         self.order, self.size, self.batch_size = order, size, batch_size
         self.accumulate, self.world, self.rank = accumulate, world, rank
 
@@ -169,10 +172,10 @@ class StepBatches(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         order = list(self.order)
         for step in range(self.steps):
-            batch = order[step * self.global_batch:(step + 1) * self.global_batch]
+            batch = order[step * self.global_batch : (step + 1) * self.global_batch]
             size, extra = divmod(len(batch), self.parts)
             bounds = [0]
             for part in range(self.parts):
                 bounds.append(bounds[-1] + size + (part < extra))
             for part in range(self.rank * self.accumulate, (self.rank + 1) * self.accumulate):
-                yield batch[bounds[part]:bounds[part + 1]]
+                yield batch[bounds[part] : bounds[part + 1]]

@@ -29,8 +29,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def batches(dataset: Dataset, batch_size: int, *, shuffle: bool = False, seed: int = 0,
-            compute: Compute | None = None) -> DataLoader:
+def batches(
+    dataset: Dataset, batch_size: int, *, shuffle: bool = False, seed: int = 0, compute: Compute | None = None
+) -> DataLoader:
     """A DataLoader over ``dataset`` with ``compute``'s loader settings (default: in-process loading)."""
     return (compute or Compute(num_workers=0)).loader(dataset, batch_size, shuffle=shuffle, seed=seed)
 
@@ -115,14 +116,26 @@ def train_model(
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     scaler = torch.amp.GradScaler(compute.device.type, enabled=compute.amp == "fp16")
     generator = torch.Generator().manual_seed(seed)  # the same shuffle on every rank
-    plan = distributed.StepBatches(RandomSampler(train_set, generator=generator), len(train_set), batch_size,
-                                   accumulate=accumulate, world=world, rank=rank)
+    plan = distributed.StepBatches(
+        RandomSampler(train_set, generator=generator),
+        len(train_set),
+        batch_size,
+        accumulate=accumulate,
+        world=world,
+        rank=rank,
+    )
     if plan.steps == 0:
-        raise ConfigError(f"the training split has {len(train_set)} images, fewer than one per micro-batch "
-                          f"({world} process(es) x finetune.accumulate={accumulate})")
-    loader = UserErrorLoader(train_set, batch_sampler=plan, generator=generator,
-                             num_workers=compute.workers_for(train_set),
-                             pin_memory=compute.pin_memory and compute.device.type == "cuda")
+        raise ConfigError(
+            f"the training split has {len(train_set)} images, fewer than one per micro-batch "
+            f"({world} process(es) x finetune.accumulate={accumulate})"
+        )
+    loader = UserErrorLoader(
+        train_set,
+        batch_sampler=plan,
+        generator=generator,
+        num_workers=compute.workers_for(train_set),
+        pin_memory=compute.pin_memory and compute.device.type == "cuda",
+    )
     total_steps = max(1, epochs * plan.steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps)) if cosine else 1.0
@@ -132,8 +145,9 @@ def train_model(
     if world > 1:
         runner = data_parallel(model, compute.device)
     statistics = StepStatistics(model, micro_batches=accumulate, world=world)
-    bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress or not distributed.is_main() or None,
-               leave=False)
+    bar = tqdm(
+        range(epochs), desc=desc, unit="epoch", disable=not progress or not distributed.is_main() or None, leave=False
+    )
     for epoch in bar:
         model.train()
         sums = torch.zeros(3, dtype=torch.float64, device=compute.device)  # loss * images, correct, images
@@ -145,13 +159,14 @@ def train_model(
             for i in range(accumulate):
                 images, labels = next(micro)
                 sync = i == accumulate - 1 or world == 1  # DDP reduces the summed gradients once, on the last
-                with (contextlib.nullcontext() if sync else runner.no_sync()):
+                with contextlib.nullcontext() if sync else runner.no_sync():
                     with compute.autocast():
                         logits = runner(images)
                         loss = loss_fn(logits.float(), labels)
                         if distil:
                             loss = (1 - kd_weight) * loss + kd_weight * distillation(
-                                logits, predict(teacher, images), temperature)
+                                logits, predict(teacher, images), temperature
+                            )
                     share = world * len(labels) / step_images  # DDP divides the gradients by world
                     scaler.scale(loss * share if share != 1 else loss).backward()
                 functional.reset_net(model)
@@ -182,10 +197,14 @@ def data_parallel(model: nn.Module, device: torch.device) -> DistributedDataPara
     """``model`` wrapped in DDP. BatchNorm statistics are averaged after each step (:class:`StepStatistics`), not
     sent from rank 0 before each forward. Parameters the forward does not use (Spikformer's ``norm1``/``norm2``)
     keep no gradient, as in one process."""
-    no_forward_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
-                       inspect.signature(DistributedDataParallel).parameters else {"broadcast_buffers": False})
-    return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
-                                   find_unused_parameters=True, **no_forward_sync)
+    no_forward_sync = (
+        {"forward_sync_buffers": False}
+        if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+        else {"broadcast_buffers": False}
+    )
+    return DistributedDataParallel(
+        model, device_ids=[device] if device.type == "cuda" else None, find_unused_parameters=True, **no_forward_sync
+    )
 
 
 def validate(model: nn.Module, val_set: Dataset, compute: Compute) -> float:
@@ -205,8 +224,13 @@ class StepStatistics:
     """
 
     def __init__(self, model: nn.Module, *, micro_batches: int, world: int) -> None:
-        self.buffers = [b for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                        for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
+        self.buffers = [
+            b
+            for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            for b in (m.running_mean, m.running_var, m.num_batches_tracked)
+            if b is not None
+        ]
         self.micro_batches, self.world = micro_batches, world
         self.initial: list[torch.Tensor] = []
         self.sums: list[torch.Tensor] = []
@@ -227,8 +251,9 @@ class StepStatistics:
         with torch.no_grad():
             if self.micro_batches > 1:
                 for buffer, total in zip(self.buffers, self.sums):
-                    buffer.copy_(total / self.micro_batches if total.is_floating_point()
-                                 else total // self.micro_batches)
+                    buffer.copy_(
+                        total / self.micro_batches if total.is_floating_point() else total // self.micro_batches
+                    )
             if self.world > 1:  # num_batches_tracked is the same on every rank
                 distributed.all_reduce_mean([b for b in self.buffers if b.is_floating_point()])
 
@@ -241,7 +266,13 @@ def best_epoch(history: list[dict[str, float]]) -> dict[str, float]:
 def distillation(logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """``T^2 * KL(softmax(teacher / T) || softmax(logits / T))``, averaged over the batch."""
     t = temperature
-    return nn.functional.kl_div(nn.functional.log_softmax(logits.float() / t, 1),
-                                nn.functional.log_softmax(teacher_logits.float() / t, 1),
-                                reduction="batchmean", log_target=True) * t * t
-
+    return (
+        nn.functional.kl_div(
+            nn.functional.log_softmax(logits.float() / t, 1),
+            nn.functional.log_softmax(teacher_logits.float() / t, 1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        * t
+        * t
+    )
