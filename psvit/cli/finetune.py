@@ -58,8 +58,7 @@ def run(cfg: DictConfig) -> None:
 def finetune(cfg: DictConfig, device: str) -> None:
     from psvit import checkpoint
     from psvit.config import config_sections
-    from psvit.data import build_splits
-    from psvit.export.source import _RECORD_ONLY, open_source
+    from psvit.export.source import open_source
     from psvit.quant import quantization_aware
     from psvit.train import distributed
     from psvit.train.compute import Compute
@@ -70,7 +69,7 @@ def finetune(cfg: DictConfig, device: str) -> None:
     data = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") is not None else None
     source = open_source(cfg.checkpoint, data)
     source.images(1)  # a one-line error unless the data gives the model's input shape
-    splits = build_splits(**{k: v for k, v in source.data.items() if k not in _RECORD_ONLY})
+    splits = source.splits()
     model = source.model
     teacher = checkpoint.load(cfg.teacher) if cfg.get("teacher") is not None else None
     settings = config_sections(cfg, "finetune")[0]

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from psvit import checkpoint
-from psvit.data import build_splits
+from psvit.data import DataSplits, build_splits
 from psvit.errors import CheckpointError, ConfigError
 
 #: The checkpoint ``meta`` key holding the data config a pruned model was made with (see ``workflow.finish``).
@@ -35,6 +35,10 @@ class Source:
         cfg = self.model.config
         return (int(cfg["in_channels"]), int(cfg["img_size"]), int(cfg["img_size"]))
 
+    def splits(self) -> DataSplits:
+        """The train/validation/test splits of the recorded data config."""
+        return data_splits(self.data)
+
     def images(self, count: int) -> torch.Tensor:
         """The first ``count`` test images of the recorded data (preprocessed as in training), as one batch."""
         return sample_images(self.data, count, self.input_shape)
@@ -55,12 +59,17 @@ def open_source(path: str | os.PathLike, data: dict[str, Any] | None = None) -> 
     return Source(path, model, meta, dict(data if data is not None else recorded))
 
 
+def data_splits(data: dict[str, Any]) -> DataSplits:
+    """:func:`psvit.data.build_splits` of a recorded data config."""
+    return build_splits(**{k: v for k, v in data.items() if k not in _RECORD_ONLY})
+
+
 def sample_images(data: dict[str, Any], count: int, shape: tuple[int, int, int]) -> torch.Tensor:
     """``count`` test images (all of them if fewer) of data config ``data``; a one-line error unless they have the
     model's input ``shape``."""
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ConfigError(f"the number of parity images must be a positive integer, got {count!r}")
-    splits = build_splits(**{k: v for k, v in data.items() if k not in _RECORD_ONLY})
+    splits = data_splits(data)
     found = (splits.in_channels, splits.img_size, splits.img_size)
     if found != tuple(shape):
         raise ConfigError(
