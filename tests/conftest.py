@@ -11,7 +11,6 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
-
 from helpers import TINY_BY_COMMAND
 
 
@@ -26,8 +25,16 @@ def run_cli(cache_dir: Path, tmp_path: Path):
     """``run_cli(module, *overrides, flags=(...))`` runs ``python -m psvit.<module>`` for real; Hydra ``flags``
     (``--config-name`` ...) go before the overrides, as Hydra's argument parser needs."""
 
-    def run(module: str, *overrides: str, flags: tuple[str, ...] = (), cwd: Path | None = None, tiny: bool = True,
-            check: bool = True, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    def run(
+        module: str,
+        *overrides: str,
+        flags: tuple[str, ...] = (),
+        cwd: Path | None = None,
+        tiny: bool = True,
+        check: bool = True,
+        timeout: float = 600,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess:
         env = {**os.environ, "PSVIT_CACHE_DIR": str(cache_dir), "HYDRA_FULL_ERROR": "0", **(env or {})}
         args = [sys.executable, "-m", f"psvit.{module}", *flags, *(TINY_BY_COMMAND[module] if tiny else []), *overrides]
         result = subprocess.run(args, cwd=cwd or tmp_path, env=env, capture_output=True, text=True, timeout=timeout)

@@ -8,8 +8,12 @@ TINY_BASE = ["model.embed_dim=32", "model.num_heads=2", "train.epochs=8", "progr
 TINY_SENSITIVITY = [*TINY_BASE, "sensitivity.grid=[0.75,0.5,0.25]"]
 TINY = [*TINY_SENSITIVITY, "finetune.epochs=1"]
 #: Searches skip exporting the chosen model (about a minute each on 2 cores); tests/test_serving.py turns it on.
-TINY_BY_COMMAND = {"train": TINY_BASE, "sensitivity": TINY_SENSITIVITY, "prune": TINY,
-                   "search": [*TINY, "search.export=false"]}
+TINY_BY_COMMAND = {
+    "train": TINY_BASE,
+    "sensitivity": TINY_SENSITIVITY,
+    "prune": TINY,
+    "search": [*TINY, "search.export=false"],
+}
 
 
 def compose(config_name: str, *overrides: str):

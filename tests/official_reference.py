@@ -221,8 +221,15 @@ class _Reference:
     def bn(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """Eval-mode BatchNorm over dim 1 (BatchNorm1d and BatchNorm2d alike)."""
         sd = self.sd
-        return F.batch_norm(x, sd[f"{name}.running_mean"], sd[f"{name}.running_var"], sd[f"{name}.weight"],
-                            sd[f"{name}.bias"], training=False, eps=BN_EPS)
+        return F.batch_norm(
+            x,
+            sd[f"{name}.running_mean"],
+            sd[f"{name}.running_var"],
+            sd[f"{name}.weight"],
+            sd[f"{name}.bias"],
+            training=False,
+            eps=BN_EPS,
+        )
 
     def token_linear_bn(self, prefix: str, x: torch.Tensor) -> torch.Tensor:
         """CIFAR: ``BN1d(Linear(x))`` on ``(TB, N, C)`` tokens, BN over the channel axis."""
@@ -234,8 +241,9 @@ class _Reference:
         x = x.flatten(0, 1)
         for i in range(4):
             sfx = "" if i == 0 else str(i)
-            x = self.bn(f"patch_embed.proj_bn{sfx}", F.conv2d(x, self.sd[f"patch_embed.proj_conv{sfx}.weight"],
-                                                             padding=1))
+            x = self.bn(
+                f"patch_embed.proj_bn{sfx}", F.conv2d(x, self.sd[f"patch_embed.proj_conv{sfx}.weight"], padding=1)
+            )
             x = self.lif(f"patch_embed.proj_lif{sfx}", x.reshape(T, B, *x.shape[1:])).flatten(0, 1)
             if i in MAXPOOL_AFTER[self.variant]:
                 x = F.max_pool2d(x, kernel_size=3, stride=2, padding=1)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
 from official_reference import ATTN_V_THRESHOLD, BN_EPS, Spikes, lif
 
 # Non-block entries and block 0 of the official ImageNet SDT-8-512 (dim 512, 8 heads, mlp_ratio 4,
@@ -107,8 +106,15 @@ class _Reference:
         """``BN(conv(x))`` of ``(TB, C, H, W)`` in eval mode."""
         sd = self.sd
         y = F.conv2d(x, sd[f"{conv}.weight"], sd.get(f"{conv}.bias"), padding=padding)
-        return F.batch_norm(y, sd[f"{bn}.running_mean"], sd[f"{bn}.running_var"], sd[f"{bn}.weight"],
-                            sd[f"{bn}.bias"], training=False, eps=BN_EPS)
+        return F.batch_norm(
+            y,
+            sd[f"{bn}.running_mean"],
+            sd[f"{bn}.running_var"],
+            sd[f"{bn}.weight"],
+            sd[f"{bn}.bias"],
+            training=False,
+            eps=BN_EPS,
+        )
 
     def sps(self, x: torch.Tensor) -> torch.Tensor:
         """``MS_SPS.forward``."""

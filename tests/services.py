@@ -27,9 +27,17 @@ import pytest
 
 #: Chromium as the issue asks (headless, no sandbox: CI runs as root), without the background connections
 #: that a closed network refuses.
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
 
 
 def free_port() -> int:
@@ -66,10 +74,30 @@ def postgres(*databases: str) -> Iterator[str]:
         owner = {"user": nobody.pw_uid, "group": nobody.pw_gid}
     data, port = root / "data", free_port()
     try:
-        subprocess.run([initdb, "-D", str(data), "-U", "psvit", "--auth=trust", "-E", "UTF8", "--no-sync"],
-                       check=True, capture_output=True, **owner)
-        subprocess.run([pg_ctl, "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60",
-                        "-o", f"-h 127.0.0.1 -p {port} -k {data}", "start"], check=True, capture_output=True, **owner)
+        subprocess.run(
+            [initdb, "-D", str(data), "-U", "psvit", "--auth=trust", "-E", "UTF8", "--no-sync"],
+            check=True,
+            capture_output=True,
+            **owner,
+        )
+        subprocess.run(
+            [
+                pg_ctl,
+                "-D",
+                str(data),
+                "-l",
+                str(root / "server.log"),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                f"-h 127.0.0.1 -p {port} -k {data}",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+            **owner,
+        )
         try:
             with psycopg.connect(f"postgresql://psvit@127.0.0.1:{port}/postgres", autocommit=True) as conn:
                 for name in databases:
@@ -87,10 +115,9 @@ def wait_for_http(url: str, process: subprocess.Popen, log: Path, timeout: float
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"server exited ({process.returncode}):\n{log.read_text()[-3000:]}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=5) as response:
+            if response.status == 200:
+                return
         time.sleep(0.5)
     raise AssertionError(f"{url} did not answer within {timeout} s:\n{log.read_text()[-3000:]}")
 
@@ -101,13 +128,27 @@ def mlflow_server(backend_store_uri: str, folder: Path, command: str = "server")
     from ``folder/artifacts``; yields its URL. Its output goes to ``folder/mlflow-<command>.log``.
     """
     port, log = free_port(), folder / f"mlflow-{command}.log"
-    argv = [sys.executable, "-m", "mlflow", command, "--backend-store-uri", backend_store_uri,
-            "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-            "--workers", "1"]
+    argv = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        command,
+        "--backend-store-uri",
+        backend_store_uri,
+        "--artifacts-destination",
+        str(folder / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no GenAI job workers: 7 fewer processes
     with log.open("w") as out:
-        server = subprocess.Popen(argv, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        server = subprocess.Popen(
+            argv, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for_http(f"{url}/health", server, log)
@@ -129,15 +170,32 @@ def chromium() -> str:
     return found
 
 
-def browse(url: str, profile: Path, *, screenshot: Path | None = None, budget_ms: int = 30000,
-           size: tuple[int, int] = (1600, 1000)) -> str:
+def browse(
+    url: str,
+    profile: Path,
+    *,
+    screenshot: Path | None = None,
+    budget_ms: int = 30000,
+    size: tuple[int, int] = (1600, 1000),
+) -> str:
     """Load ``url`` in headless Chromium with a fresh profile, let its scripts run for ``budget_ms`` of virtual time,
     and return the rendered DOM (or, with ``screenshot``, write a PNG there and return Chromium's output)."""
     profile.mkdir(parents=True, exist_ok=True)
     action = [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
-    result = subprocess.run([chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
-                             f"--window-size={size[0]},{size[1]}", f"--virtual-time-budget={budget_ms}", *action, url],
-                            capture_output=True, text=True, timeout=180)
+    result = subprocess.run(
+        [
+            chromium(),
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            f"--window-size={size[0]},{size[1]}",
+            f"--virtual-time-budget={budget_ms}",
+            *action,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
@@ -162,14 +220,19 @@ class LivePage:
 
         self._chromium = subprocess.Popen(
             [chromium(), *CHROMIUM_FLAGS, "--remote-debugging-pipe", f"--user-data-dir={profile}", "about:blank"],
-            close_fds=False, preexec_fn=on_fds_3_and_4, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            close_fds=False,
+            preexec_fn=on_fds_3_and_4,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         os.close(commands)
         os.close(replies)
         self._buffer, self._last_id = b"", 0
         target = self._call("Target.createTarget", url="about:blank")["targetId"]
         self._session = self._call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-        self._call("Emulation.setDeviceMetricsOverride", width=size[0], height=size[1], deviceScaleFactor=1,
-                   mobile=False)
+        self._call(
+            "Emulation.setDeviceMetricsOverride", width=size[0], height=size[1], deviceScaleFactor=1, mobile=False
+        )
 
     def _call(self, method: str, **params: object) -> dict:
         self._last_id += 1
@@ -220,4 +283,3 @@ def live_page(profile: Path, size: tuple[int, int] = (1600, 1000)) -> Iterator[L
         yield page
     finally:
         page.close()
-

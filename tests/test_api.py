@@ -10,12 +10,12 @@ import sys
 import optuna
 import pytest
 import torch
+from helpers import TINY
 
 import psvit
 from psvit import api
 from psvit.data import build_splits
 from psvit.errors import ConfigError, DataError
-from helpers import TINY
 
 TRIALS = 5
 BUDGET = 0.5
@@ -27,9 +27,19 @@ OPTIONS = {"sensitivity.grid": [0.75, 0.5, 0.25], "finetune.epochs": 1}
 def command_run(tmp_path_factory):
     """``python -m psvit.search`` with the tiny settings: its output, its cache (the base model) and its study."""
     root = tmp_path_factory.mktemp("command")
-    args = [sys.executable, "-m", "psvit.search", f"+budget={BUDGET}", *TINY, f"search.n_trials={TRIALS}",
-            "search.export=false", f"cache_dir={root / 'cache'}", f"search.storage=sqlite:///{root / 'optuna.db'}",
-            f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}", f"hydra.run.dir={root / 'out'}"]
+    args = [
+        sys.executable,
+        "-m",
+        "psvit.search",
+        f"+budget={BUDGET}",
+        *TINY,
+        f"search.n_trials={TRIALS}",
+        "search.export=false",
+        f"cache_dir={root / 'cache'}",
+        f"search.storage=sqlite:///{root / 'optuna.db'}",
+        f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}",
+        f"hydra.run.dir={root / 'out'}",
+    ]
     done = subprocess.run(args, capture_output=True, text=True, cwd=root, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
     return root, done.stdout
@@ -47,9 +57,19 @@ def test_api_search_chooses_the_commands_trial(command_run, tmp_path):
     base = psvit.load(next((root / "cache").glob("base-*.pt")))
     splits = digits()
 
-    result = api.search(base, splits.train, splits.val, splits.test, budget=BUDGET, n_trials=TRIALS,
-                        storage=f"sqlite:///{tmp_path / 'optuna.db'}", tracking=f"sqlite:///{tmp_path / 'mlflow.db'}",
-                        cache_dir=tmp_path / "cache", out_dir=tmp_path / "out", options=OPTIONS)
+    result = api.search(
+        base,
+        splits.train,
+        splits.val,
+        splits.test,
+        budget=BUDGET,
+        n_trials=TRIALS,
+        storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+        tracking=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        cache_dir=tmp_path / "cache",
+        out_dir=tmp_path / "out",
+        options=OPTIONS,
+    )
 
     assert result.best.number == int(chosen[1])
     assert f"{result.best.values[0]:.4f}" == chosen[2] and f"{result.best.values[1]:.4f}" == chosen[3]
@@ -61,7 +81,9 @@ def test_api_search_chooses_the_commands_trial(command_run, tmp_path):
     final = result.final
     assert final is not None and final.row.memory_saving == pytest.approx(result.best.values[1], abs=1e-9)
     reloaded = psvit.load(final.checkpoint)
-    assert sum(p.numel() for p in reloaded.parameters()) == final.cost.params < sum(p.numel() for p in base.parameters())
+    assert (
+        sum(p.numel() for p in reloaded.parameters()) == final.cost.params < sum(p.numel() for p in base.parameters())
+    )
 
 
 def test_api_prune_sensitivity_finetune_and_cost_on_tensors(command_run, tmp_path):
@@ -73,13 +95,31 @@ def test_api_prune_sensitivity_finetune_and_cost_on_tensors(command_run, tmp_pat
     table = api.sensitivity(base, train, val, grid=[0.5], cache_dir=tmp_path / "cache")
     assert {r["ratio"] for r in table.rows} == {0.5} and table.groups and 0 <= table.base_val_acc <= 1
 
-    done = api.prune(base, train, val, splits.test, strategy="uniform", ratio=0.5, cache_dir=tmp_path / "cache",
-                     out_dir=tmp_path / "uniform", options={"finetune.epochs": 0})
+    done = api.prune(
+        base,
+        train,
+        val,
+        splits.test,
+        strategy="uniform",
+        ratio=0.5,
+        cache_dir=tmp_path / "cache",
+        out_dir=tmp_path / "uniform",
+        options={"finetune.epochs": 0},
+    )
     assert set(done.ratios.values()) == {0.5} and done.checkpoint.is_file()
     assert 0 < done.row.memory_saving < 1 and done.row.finetuned_acc is None
 
-    quantized = api.prune(base, train, val, strategy="uniform", ratio=1.0, bits=4, cache_dir=tmp_path / "cache",
-                          out_dir=tmp_path / "int4", options={"finetune.epochs": 0})
+    quantized = api.prune(
+        base,
+        train,
+        val,
+        strategy="uniform",
+        ratio=1.0,
+        bits=4,
+        cache_dir=tmp_path / "cache",
+        out_dir=tmp_path / "int4",
+        options={"finetune.epochs": 0},
+    )
     assert set(quantized.bits.values()) == {4} and quantized.row.memory_saving > 0.8
 
     history = api.finetune(done.model, train, val, teacher=base, epochs=1)
@@ -90,8 +130,17 @@ def test_api_prune_sensitivity_finetune_and_cost_on_tensors(command_run, tmp_pat
 
 
 def test_api_rejects_bad_input_in_one_line(tmp_path):
-    model = psvit.create_model("spikformer", variant="cifar", img_size=16, patch_size=4, in_channels=1,
-                               num_classes=10, embed_dim=32, num_heads=2, depth=1)
+    model = psvit.create_model(
+        "spikformer",
+        variant="cifar",
+        img_size=16,
+        patch_size=4,
+        in_channels=1,
+        num_classes=10,
+        embed_dim=32,
+        num_heads=2,
+        depth=1,
+    )
     images, labels = torch.rand(20, 1, 16, 16), torch.arange(20) % 10
     with pytest.raises(ConfigError, match="search.nope is not a key"):
         api.search(model, (images, labels), (images, labels), options={"search.nope": 1})

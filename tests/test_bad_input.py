@@ -26,8 +26,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 import psvit
-from psvit.errors import CheckpointError, ConfigError
 from psvit.config import NUMBERS, check_numbers
+from psvit.errors import CheckpointError, ConfigError
 
 BUDGET = "budget must be a number strictly between 0 and 1"
 UNREADABLE = "truncated, corrupt or not a PyTorch file"
@@ -38,14 +38,20 @@ CASES = {
     "budget without +": ("search", ["budget=0.224"], "budget is not in the config; to add it, write +budget=0.224"),
     "typo in a key": ("search", ["search.samplr=tpe"], "search.samplr is not in the config"),
     "+ on a key that exists": ("train", ["+seed=3"], "seed is already in the config; write seed=3"),
-    "unknown model": ("search", ["+budget=0.2", "model=nope"],
-                      "model=nope: no such model config; choose one of: sdt_imagenet, sdt_tiny, spikformer_cifar"),
+    "unknown model": (
+        "search",
+        ["+budget=0.2", "model=nope"],
+        "model=nope: no such model config; choose one of: sdt_imagenet, sdt_tiny, spikformer_cifar",
+    ),
     "unknown strategy": ("prune", ["strategy=nope", "+budget=0.2"], "strategy=nope: no such strategy config"),
     "unparsable override": ("search", ["+budget=[0.2"], "cannot parse override '+budget=[0.2'"),
     "option after overrides": ("search", ["+budget=0.2", "-m", "search.n_trials=2"], "unrecognized arguments"),
     "sweep: unknown model": ("search", ["-m", "+budget=0.1,0.2", "model=nope"], "model=nope: no such model"),
-    "sweep: unknown sampler": ("search", ["-m", "+budget=0.1,0.2", "search.sampler=nope"],
-                               "search.sampler must be one of"),
+    "sweep: unknown sampler": (
+        "search",
+        ["-m", "+budget=0.1,0.2", "search.sampler=nope"],
+        "search.sampler must be one of",
+    ),
     "sweep: one bad budget": ("search", ["-m", "+budget=0.1,abc"], f"sweep job 1 (+budget=abc): {BUDGET}"),
     # budgets, ratios, names
     "budget 0": ("search", ["+budget=0"], BUDGET),
@@ -61,52 +67,91 @@ CASES = {
     "unknown sampler": ("search", ["+budget=0.2", "search.sampler=nope"], "search.sampler must be one of"),
     "unknown group": ("sensitivity", ["prune.enabled=[mlp,nope]"], "unknown group or kind 'nope'"),
     # numeric keys: type and range (psvit.config.NUMBERS)
-    "seed not an integer": ("search", ["+budget=0.224", "search.seed=abc"],
-                            "search.seed must be an integer in [0, inf), got 'abc'"),
+    "seed not an integer": (
+        "search",
+        ["+budget=0.224", "search.seed=abc"],
+        "search.seed must be an integer in [0, inf), got 'abc'",
+    ),
     "negative epochs": ("train", ["train.epochs=-1"], "train.epochs must be an integer in [1, inf), got -1"),
     # bit-widths
-    "bits 1": ("search", ["+budget=0.5", "search.bits=[1,4]"], "search.bits: a weight bit-width must be an integer in 2..8 or 32, got 1"),
+    "bits 1": (
+        "search",
+        ["+budget=0.5", "search.bits=[1,4]"],
+        "search.bits: a weight bit-width must be an integer in 2..8 or 32, got 1",
+    ),
     "bits empty": ("search", ["+budget=0.5", "search.bits=[]"], "search.bits: it must be a non-empty list"),
-    "prune bits 16": ("prune", ["strategy=uniform", "+ratio=1", "prune.bits=16"],
-                      "prune.bits: a weight bit-width must be an integer in 2..8 or 32, got 16"),
-    "infeasible at 2 bits": ("search", ["+budget=0.99", "search.bits=[2,4]", "prune.enabled=[mlp]"],
-                             "budget 0.9900 is infeasible: pruning every enabled group (2) to its minimum under the constraints at 2 bits"),
+    "prune bits 16": (
+        "prune",
+        ["strategy=uniform", "+ratio=1", "prune.bits=16"],
+        "prune.bits: a weight bit-width must be an integer in 2..8 or 32, got 16",
+    ),
+    "infeasible at 2 bits": (
+        "search",
+        ["+budget=0.99", "search.bits=[2,4]", "prune.enabled=[mlp]"],
+        "budget 0.9900 is infeasible: pruning every enabled group (2) to its minimum under the constraints at 2 bits",
+    ),
     # data
     "no data.root": ("train", ["data=image_folder"], "set data.root"),  # mnist_idx: the shipped MNIST test set
     "missing data.root": ("train", ["data=mnist_idx", "data.root={tmp}/nope"], "{tmp}/nope: no such directory"),
     "empty data.root": ("train", ["data=image_folder", "data.root={tmp}/empty"], "{tmp}/empty: empty folder"),
     "MNIST bad magic": ("train", ["data=mnist_idx", "data.root={tmp}/bad_magic"], "bad magic number"),
     "MNIST truncated": ("train", ["data=mnist_idx", "data.root={tmp}/truncated"], "truncated or corrupt"),
-    "one class": ("train", ["data=image_folder", "data.root={tmp}/one_class"],
-                  "{tmp}/one_class: only class 'cat'; a classifier needs at least 2 classes"),
-    "corrupt image": ("train", ["data=image_folder", "data.root={tmp}/corrupt_image", "data.img_size=8",
-                                "train.epochs=1"], "{tmp}/corrupt_image/dog/3.png: unreadable image"),
+    "one class": (
+        "train",
+        ["data=image_folder", "data.root={tmp}/one_class"],
+        "{tmp}/one_class: only class 'cat'; a classifier needs at least 2 classes",
+    ),
+    "corrupt image": (
+        "train",
+        ["data=image_folder", "data.root={tmp}/corrupt_image", "data.img_size=8", "train.epochs=1"],
+        "{tmp}/corrupt_image/dog/3.png: unreadable image",
+    ),
     # checkpoints
     "checkpoint missing": ("train", ["model.checkpoint={tmp}/nope.pt"], "checkpoint not found"),
     "checkpoint corrupt": ("train", ["model.checkpoint={tmp}/corrupt.pt"], UNREADABLE),
     "checkpoint truncated": ("train", ["model.checkpoint={tmp}/truncated.pt"], UNREADABLE),
     "checkpoint not a model": ("train", ["model.checkpoint={tmp}/not_a_model.pt"], "no state_dict found"),
-    "checkpoint wrong architecture": ("train", ["model.checkpoint={tmp}/wrong_arch.pt"],
-                                      "does not fit the configured model"),
-    "checkpoint, no held-out data": ("train", ["model.checkpoint={tmp}/pretrained.pt"],
-                                     "digits: model.checkpoint was trained on images that the validation split"),
+    "checkpoint wrong architecture": (
+        "train",
+        ["model.checkpoint={tmp}/wrong_arch.pt"],
+        "does not fit the configured model",
+    ),
+    "checkpoint, no held-out data": (
+        "train",
+        ["model.checkpoint={tmp}/pretrained.pt"],
+        "digits: model.checkpoint was trained on images that the validation split",
+    ),
     # services and faults
-    "MLflow unreachable": ("search", ["+budget=0.2", "mlflow.tracking_uri=http://127.0.0.1:9"],
-                           "MLflow tracking server http://127.0.0.1:9 is unreachable"),
+    "MLflow unreachable": (
+        "search",
+        ["+budget=0.2", "mlflow.tracking_uri=http://127.0.0.1:9"],
+        "MLflow tracking server http://127.0.0.1:9 is unreachable",
+    ),
     "MLflow unknown scheme": ("sensitivity", ["mlflow.tracking_uri=nope://host"], "unknown scheme 'nope'"),
-    "MLflow SQLite folder missing": ("prune", ["+budget=0.2", "mlflow.tracking_uri=sqlite:///{tmp}/nope/m.db"],
-                                     "folder {tmp}/nope does not exist"),
+    "MLflow SQLite folder missing": (
+        "prune",
+        ["+budget=0.2", "mlflow.tracking_uri=sqlite:///{tmp}/nope/m.db"],
+        "folder {tmp}/nope does not exist",
+    ),
     "storage malformed": ("search", ["+budget=0.2", "search.storage=sqlite:/optuna.db"], "not a valid database URL"),
-    "storage bad port": ("search", ["+budget=0.2", "search.storage=postgresql://u@host:port/db"],
-                         "not a valid database URL"),
+    "storage bad port": (
+        "search",
+        ["+budget=0.2", "search.storage=postgresql://u@host:port/db"],
+        "not a valid database URL",
+    ),
     "cache not writable": ("train", ["cache_dir={tmp}/notes.txt/cache"], "{tmp}/notes.txt is not a folder"),
     "output dir not writable": ("train", ["hydra.run.dir={tmp}/notes.txt/run"], "cannot use {tmp}/notes.txt/run"),
 }
 
 
 #: Every primary config, and each strategy's group: together they hold every key of psvit.config.NUMBERS.
-CONFIGS = [("train", ()), ("sensitivity", ()), ("prune", ("strategy=psvit",)), ("prune", ("strategy=largest_first",)),
-           ("search", ())]
+CONFIGS = [
+    ("train", ()),
+    ("sensitivity", ()),
+    ("prune", ("strategy=psvit",)),
+    ("prune", ("strategy=largest_first",)),
+    ("search", ()),
+]
 
 
 def numeric_keys(cfg) -> list[str]:
@@ -160,11 +205,29 @@ def write_bad_inputs(tmp: Path) -> None:
     (tmp / "corrupt_image" / "dog" / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
     (tmp / "corrupt.pt").write_bytes(b"not a checkpoint at all")
     torch.save([1, 2, 3], tmp / "not_a_model.pt")
-    other = psvit.create_model("spikformer", variant="cifar", img_size=16, embed_dim=16, num_heads=2, depth=1, T=2,
-                               in_channels=1, num_classes=10)
+    other = psvit.create_model(
+        "spikformer",
+        variant="cifar",
+        img_size=16,
+        embed_dim=16,
+        num_heads=2,
+        depth=1,
+        T=2,
+        in_channels=1,
+        num_classes=10,
+    )
     torch.save({"state_dict": other.state_dict()}, tmp / "wrong_arch.pt")
-    fits = psvit.create_model("spikformer", variant="cifar", img_size=16, embed_dim=32, num_heads=2, depth=2, T=4,
-                              in_channels=1, num_classes=10)  # the tiny default model: digits has no held-out part
+    fits = psvit.create_model(
+        "spikformer",
+        variant="cifar",
+        img_size=16,
+        embed_dim=32,
+        num_heads=2,
+        depth=2,
+        T=4,
+        in_channels=1,
+        num_classes=10,
+    )  # the tiny default model: digits has no held-out part
     psvit.save(fits, tmp / "pretrained.pt")
     whole = (tmp / "wrong_arch.pt").read_bytes()
     (tmp / "truncated.pt").write_bytes(whole[: len(whole) // 2])
@@ -172,8 +235,10 @@ def write_bad_inputs(tmp: Path) -> None:
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
     """Every file's size and modification time, and every folder, under ``root``."""
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else (-1, -1)
-            for p in root.rglob("*")}
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else (-1, -1)
+        for p in root.rglob("*")
+    }
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -182,7 +247,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(run_cli, tmp_path: Path
     write_bad_inputs(tmp_path)
     before = snapshot(tmp_path)
     flags = ("-m",) if overrides[0] == "-m" else ()
-    args = [o.format(tmp=tmp_path) for o in overrides[len(flags):]]
+    args = [o.format(tmp=tmp_path) for o in overrides[len(flags) :]]
     start = time.perf_counter()
     result = run_cli(command, f"cache_dir={tmp_path}/cache", *args, flags=flags, check=False, timeout=120)
     seconds = time.perf_counter() - start
@@ -199,6 +264,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(run_cli, tmp_path: Path
 
 def write_row(folder: Path, case: str, command: str, args: list[str], error: str, tmp: Path) -> None:
     """The case's row of the table of bad inputs in docs/reliability.md."""
+
     def relative(text: str) -> str:
         return text.replace(f"{tmp}/", "")
 
@@ -208,8 +274,17 @@ def write_row(folder: Path, case: str, command: str, args: list[str], error: str
 
 
 def test_a_failed_checkpoint_write_leaves_the_old_file_whole(tmp_path: Path) -> None:
-    model = psvit.create_model("spikformer", variant="cifar", img_size=16, embed_dim=16, num_heads=2, depth=1, T=2,
-                               in_channels=1, num_classes=10)
+    model = psvit.create_model(
+        "spikformer",
+        variant="cifar",
+        img_size=16,
+        embed_dim=16,
+        num_heads=2,
+        depth=1,
+        T=2,
+        in_channels=1,
+        num_classes=10,
+    )
     path = psvit.save(model, tmp_path / "model.pt", meta={"version": 1})
     with pytest.raises(Exception, match="lambda"):  # torch.save fails half-way: meta cannot be pickled
         psvit.save(model, path, meta={"version": 2, "bad": lambda: None})

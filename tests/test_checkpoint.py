@@ -69,8 +69,11 @@ def test_official_checkpoint_ema_choice_is_explicit(tmp_path: Path) -> None:
     path = tmp_path / "train.pth"
     torch.save({"state_dict": raw.state_dict(), "state_dict_ema": ema.state_dict()}, path)
     x = torch.rand(4, 1, 16, 16)
-    for weights, source, said in (("auto", ema, "EMA weights"), ("ema", ema, "EMA weights"),
-                                  ("raw", raw, "non-EMA weights")):
+    for weights, source, said in (
+        ("auto", ema, "EMA weights"),
+        ("ema", ema, "EMA weights"),
+        ("raw", raw, "non-EMA weights"),
+    ):
         target = type(raw)(**raw.config)
         assert load_official_weights(target, path, weights=weights).startswith(said)
         assert torch.equal(predict(source.eval(), x), predict(target.eval(), x))

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from services import mlflow_server, postgres
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
@@ -36,10 +35,16 @@ def test_submitit_workers_share_one_study(run_cli, stores: tuple[str, str], tmp_
 
     storage, tracking_uri = stores
     run_cli("sensitivity")  # warm the base and sensitivity caches so the workers start straight away
-    run_cli("search", "+budget=0.3", f"search.n_trials={N_TRIALS}", "search.latency_repeats=1",
-            f"search.storage={storage}", f"mlflow.tracking_uri={tracking_uri}",
-            flags=("--config-dir", str(SWEEPS), "--config-name", "workers_submitit_local"),
-            env={"OMP_NUM_THREADS": "1"})  # submitit passes it on: one thread per worker
+    run_cli(
+        "search",
+        "+budget=0.3",
+        f"search.n_trials={N_TRIALS}",
+        "search.latency_repeats=1",
+        f"search.storage={storage}",
+        f"mlflow.tracking_uri={tracking_uri}",
+        flags=("--config-dir", str(SWEEPS), "--config-name", "workers_submitit_local"),
+        env={"OMP_NUM_THREADS": "1"},
+    )  # submitit passes it on: one thread per worker
 
     # the three workers were submitit jobs; together they ran every trial of the study
     logs = sorted(tmp_path.glob("multirun/*/*/.submitit/*/*_log.*"))

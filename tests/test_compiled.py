@@ -13,8 +13,17 @@ from psvit.train import Compute
 from psvit.train.compiled import for_evaluation, shape_key
 from psvit.train.loop import predict
 
-SMALL = {"variant": "cifar", "img_size": 16, "patch_size": 4, "embed_dim": 32, "num_heads": 2, "depth": 2, "T": 4,
-         "in_channels": 1, "num_classes": 10}
+SMALL = {
+    "variant": "cifar",
+    "img_size": 16,
+    "patch_size": 4,
+    "embed_dim": 32,
+    "num_heads": 2,
+    "depth": 2,
+    "T": 4,
+    "in_channels": 1,
+    "num_classes": 10,
+}
 
 
 def test_spikformer_compiles_to_one_graph_without_neuron_state() -> None:

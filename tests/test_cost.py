@@ -33,10 +33,27 @@ from psvit.models.lif import LIFNode
 from psvit.train import Compute
 
 IMG_SIZE = {"cifar": 16, "imagenet": 32}
-SMALL = {"variant": "cifar", "img_size": 16, "embed_dim": 64, "num_heads": 4, "mlp_ratio": 4.0, "depth": 2,
-         "T": 4, "in_channels": 1, "num_classes": 10}
-SPIKFORMER_8_512 = {"variant": "imagenet", "img_size": 224, "embed_dim": 512, "num_heads": 8, "depth": 8,
-                    "T": 4, "in_channels": 3, "num_classes": 1000}
+SMALL = {
+    "variant": "cifar",
+    "img_size": 16,
+    "embed_dim": 64,
+    "num_heads": 4,
+    "mlp_ratio": 4.0,
+    "depth": 2,
+    "T": 4,
+    "in_channels": 1,
+    "num_classes": 10,
+}
+SPIKFORMER_8_512 = {
+    "variant": "imagenet",
+    "img_size": 224,
+    "embed_dim": 512,
+    "num_heads": 8,
+    "depth": 8,
+    "T": 4,
+    "in_channels": 3,
+    "num_classes": 1000,
+}
 ANALOG = ("patch_embed.proj_conv", "head")
 
 
@@ -44,9 +61,15 @@ def random_config(rng: random.Random, variant: str) -> dict[str, Any]:
     """A small Spikformer with random (pruned-looking) widths."""
     heads, depth = rng.choice([1, 2, 4]), rng.randint(1, 3)
     return {
-        "variant": variant, "img_size": IMG_SIZE[variant], "embed_dim": rng.randint(2, 40),
-        "num_heads": heads, "depth": depth, "T": 2, "in_channels": rng.randint(1, 3),
-        "num_classes": rng.randint(2, 12), "sps_dims": [rng.randint(1, 12) for _ in range(3)],
+        "variant": variant,
+        "img_size": IMG_SIZE[variant],
+        "embed_dim": rng.randint(2, 40),
+        "num_heads": heads,
+        "depth": depth,
+        "T": 2,
+        "in_channels": rng.randint(1, 3),
+        "num_classes": rng.randint(2, 12),
+        "sps_dims": [rng.randint(1, 12) for _ in range(3)],
         "qk_dims": [heads * rng.randint(1, 5) for _ in range(depth)],
         "v_dims": [heads * rng.randint(1, 5) for _ in range(depth)],
         "mlp_dims": [rng.randint(1, 50) for _ in range(depth)],
@@ -168,7 +191,7 @@ def test_firing_rates_are_measured_input_spike_fractions() -> None:
     rates = measure_firing_rates(model, images)
     assert set(rates) == set(layer_macs("spikformer", model.config)) - set(ANALOG)
     assert all(0.0 <= r <= 1.0 for r in rates.values())
-    assert 0 < rates["block.0.attn.qkv_matmul"] and 0 < rates["patch_embed.proj_conv1"]
+    assert rates["block.0.attn.qkv_matmul"] > 0 and rates["patch_embed.proj_conv1"] > 0
     # Silencing a neuron population zeroes exactly the rate of the layer it feeds.
     model.block[0].attn.q_lif.v_threshold = math.inf
     model.patch_embed.proj_lif.v_threshold = math.inf
@@ -211,8 +234,7 @@ def test_cost_report_runs_under_the_commands_autocast() -> None:
     gets bf16 activations from its linear layers, as evaluation does; without ``compute`` it stays float32."""
     model = firing_model(SMALL)
     seen: list[tuple[bool, torch.dtype]] = []
-    model.head.register_forward_hook(
-        lambda _m, _args, out: seen.append((torch.is_autocast_enabled("cpu"), out.dtype)))
+    model.head.register_forward_hook(lambda _m, _args, out: seen.append((torch.is_autocast_enabled("cpu"), out.dtype)))
     report = cost_report(model, digits(8), latency_repeats=2, compute=Compute(torch.device("cpu"), amp="bf16"))
     assert len(seen) == 1 + 2 * (WARMUP + 2)  # the firing-rate pass, then warm-up and timed batch and image
     assert set(seen) == {(True, torch.bfloat16)}

@@ -129,7 +129,7 @@ def test_mnist_test_set_loads_with_readme_class_counts() -> None:
     all_labels = np.concatenate([s.labels for s in (splits.train, splits.val, splits.test)])
     assert np.bincount(all_labels).tolist() == MNIST_CLASS_COUNTS
     assert_stratified(splits, all_labels, {"train": 0.6, "val": 0.2, "test": 0.2})
-    assert 0.0 <= splits.test.images.min() and splits.test.images.max() <= 1.0
+    assert splits.test.images.min() >= 0.0 and splits.test.images.max() <= 1.0
 
 
 def test_mnist_idx_without_root_reads_the_shipped_test_set() -> None:
@@ -236,7 +236,7 @@ def test_image_folder_train_val_layout_grayscale_and_normalized(tmp_path: Path) 
     assert (len(splits.train), len(splits.val), len(splits.test), splits.in_channels) == (9, 6, 4, 1)
     assert [p.parent.parent.name for p in splits.test.paths] == ["val"] * 4
     assert labels_of(splits.test).tolist() == [0, 0, 2, 2]  # class indices come from train/: cat 0, emu 2
-    image, label = splits.test[3]
+    image, _ = splits.test[3]
     r, g, b = colour(2, 1)
     gray = round((r * 299 + g * 587 + b * 114) / 1000) / 255.0  # PIL's RGB -> L conversion
     assert image.shape == (1, 3, 3) and torch.allclose(image, torch.full((1, 3, 3), (gray - 0.5) / 0.25), atol=1e-2)

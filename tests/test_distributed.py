@@ -31,8 +31,11 @@ def run(args: list[str], cwd: Path, cache_dir: Path) -> subprocess.CompletedProc
 
 
 def finetune(cwd: Path, cache_dir: Path, *overrides: str, processes: int = 1) -> subprocess.CompletedProcess:
-    launcher = ([shutil.which("torchrun") or "torchrun", "--standalone", f"--nproc_per_node={processes}"]
-                if processes > 1 else [sys.executable])
+    launcher = (
+        [shutil.which("torchrun") or "torchrun", "--standalone", f"--nproc_per_node={processes}"]
+        if processes > 1
+        else [sys.executable]
+    )
     cwd.mkdir(parents=True, exist_ok=True)
     done = run([*launcher, "-m", "psvit.finetune", *overrides], cwd, cache_dir)
     assert done.returncode == 0, f"{done.args} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
@@ -43,8 +46,20 @@ def finetune(cwd: Path, cache_dir: Path, *overrides: str, processes: int = 1) ->
 def pruned(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> tuple[Path, Path]:
     """A tiny base model (digits) pruned uniformly to keep 0.5, not fine-tuned, and its base: (pruned.pt, base.pt)."""
     folder = tmp_path_factory.mktemp("prune")
-    done = run([sys.executable, "-m", "psvit.prune", "strategy=uniform", "+ratio=0.5", *TINY, "finetune.epochs=0",
-                "hydra.run.dir=out"], folder, cache_dir)
+    done = run(
+        [
+            sys.executable,
+            "-m",
+            "psvit.prune",
+            "strategy=uniform",
+            "+ratio=0.5",
+            *TINY,
+            "finetune.epochs=0",
+            "hydra.run.dir=out",
+        ],
+        folder,
+        cache_dir,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     path = folder / "out" / "pruned.pt"
     base = cache_dir / torch.load(path, weights_only=True)["meta"]["base"]
@@ -56,11 +71,18 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, weights_only=True)["state_dict"]
 
 
-def test_two_gloo_processes_match_one_process_accumulating_two(pruned: tuple[Path, Path], tmp_path: Path,
-                                                               cache_dir: Path) -> None:
+def test_two_gloo_processes_match_one_process_accumulating_two(
+    pruned: tuple[Path, Path], tmp_path: Path, cache_dir: Path
+) -> None:
     checkpoint, base = pruned
-    common = [f"checkpoint={checkpoint}", f"teacher={base}", "finetune.epochs=1", f"finetune.batch_size={BATCH}",
-              "device=cpu", "progress=false"]  # gloo on the CPU, also on a machine with a GPU
+    common = [
+        f"checkpoint={checkpoint}",
+        f"teacher={base}",
+        "finetune.epochs=1",
+        f"finetune.batch_size={BATCH}",
+        "device=cpu",
+        "progress=false",
+    ]  # gloo on the CPU, also on a machine with a GPU
     two = finetune(tmp_path / "two", cache_dir, *common, processes=2)  # Hydra picks the output folder
     one = finetune(tmp_path / "one", cache_dir, *common, "finetune.accumulate=2", "hydra.run.dir=out")
     assert f"global batch: {2 * BATCH} (2 process(es) x accumulate 1 x batch {BATCH})" in two.stdout
@@ -76,8 +98,9 @@ def test_two_gloo_processes_match_one_process_accumulating_two(pruned: tuple[Pat
         torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-5, msg=key)
     moved = [k for k in start if k.endswith("weight") and not torch.allclose(expected[k], start[k])]
     assert len(moved) > len(start) // 4  # fine-tuned: the best epoch was epoch 1, not the starting weights
-    meta_two, meta_one = (torch.load(p, weights_only=True)["meta"] for p in (written[0], tmp_path / "one" / "out" /
-                                                                              "finetuned.pt"))
+    meta_two, meta_one = (
+        torch.load(p, weights_only=True)["meta"] for p in (written[0], tmp_path / "one" / "out" / "finetuned.pt")
+    )
     assert [h["epoch"] for h in meta_one["history"]] == [0, 1]
     for a, b in zip(meta_two["history"], meta_one["history"], strict=True):  # losses and accuracies of all ranks
         assert a == pytest.approx(b, abs=1e-6)
@@ -101,8 +124,8 @@ def test_step_batches_shard_each_global_batch() -> None:
     ranks = [shuffled(accumulate=2, world=2, rank=r) for r in (0, 1)]
     assert len(ranks[0]) == len(ranks[1]) == 2 * 3  # 70 = 2 x 32 + 6: three steps, the last 2 + 2 + 1 + 1 images
     for step in range(3):
-        parts = ranks[0][2 * step:2 * step + 2] + ranks[1][2 * step:2 * step + 2]
-        assert [i for part in parts for i in part] == order[32 * step:32 * (step + 1)]
+        parts = ranks[0][2 * step : 2 * step + 2] + ranks[1][2 * step : 2 * step + 2]
+        assert [i for part in parts for i in part] == order[32 * step : 32 * (step + 1)]
     assert [len(p) for p in ranks[0][4:] + ranks[1][4:]] == [2, 2, 1, 1]
 
 
@@ -114,10 +137,12 @@ def test_accumulation_equals_a_batch_as_large_but_for_batchnorm(batchnorm: bool)
     results = []
     for accumulate, batch in ((2, 16), (1, 32)):
         torch.manual_seed(0)
-        model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), *([nn.BatchNorm1d(32)] if batchnorm else []),
-                              nn.ReLU(), nn.Linear(32, 10))
-        history = train_model(model, train, epochs=2, batch_size=batch, accumulate=accumulate, lr=0.01, compute=CPU,
-                              progress=False)
+        model = nn.Sequential(
+            nn.Flatten(), nn.Linear(64, 32), *([nn.BatchNorm1d(32)] if batchnorm else []), nn.ReLU(), nn.Linear(32, 10)
+        )
+        history = train_model(
+            model, train, epochs=2, batch_size=batch, accumulate=accumulate, lr=0.01, compute=CPU, progress=False
+        )
         results.append((model.state_dict(), history))
     (a, history_a), (b, history_b) = results
     losses_a, losses_b = ([h["loss"] for h in history] for history in (history_a, history_b))
@@ -129,6 +154,7 @@ def test_accumulation_equals_a_batch_as_large_but_for_batchnorm(batchnorm: bool)
 def test_finetune_without_checkpoint_is_one_line(tmp_path: Path, cache_dir: Path) -> None:
     done = run([sys.executable, "-m", "psvit.finetune", "finetune.epochs=1"], tmp_path, cache_dir)
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == ["error: name the model: checkpoint=<path to a psvit checkpoint, "
-                                                "e.g. pruned.pt>"]
+    assert done.stderr.strip().splitlines() == [
+        "error: name the model: checkpoint=<path to a psvit checkpoint, e.g. pruned.pt>"
+    ]
     assert not list(tmp_path.iterdir())  # nothing left behind

@@ -38,8 +38,9 @@ def images() -> torch.Tensor:
 def tiny(family: str, images: torch.Tensor, *, pruned: bool) -> torch.nn.Module:
     """A calibrated tiny model of ``family`` (so its neurons fire), pruned to ~60% of every width if asked."""
     torch.manual_seed(0)
-    model = create_model(family, img_size=16, embed_dim=32, depth=2, T=4, in_channels=1, num_classes=10,
-                         **FAMILIES[family])
+    model = create_model(
+        family, img_size=16, embed_dim=32, depth=2, T=4, in_channels=1, num_classes=10, **FAMILIES[family]
+    )
     model, _ = calibrated(model, images[:64])
     if pruned:
         model = prune(model, {g.name: 0.6 for g in list_groups(model)}).eval()
@@ -120,17 +121,31 @@ def test_a_wrong_graph_fails_the_parity_check(images: torch.Tensor, exported, tm
 
 def test_cli_needs_a_checkpoint_that_records_its_data(images: torch.Tensor, tmp_path: Path) -> None:
     old = psvit.save(tiny("sdt", images, pruned=False), tmp_path / "old.pt")  # no meta["data"]: an old file
-    run = subprocess.run([sys.executable, "-m", "psvit.export", f"checkpoint={old}"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "psvit.export", f"checkpoint={old}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 2, run.stderr
-    assert run.stderr.strip().splitlines() == [f"error: {old} does not record the data config it was made with "
-                                               "(written before psvit recorded it); name it: data=<name> with its "
-                                               "options, e.g. data=digits data.img_size=16"]
+    assert run.stderr.strip().splitlines() == [
+        f"error: {old} does not record the data config it was made with "
+        "(written before psvit recorded it); name it: data=<name> with its "
+        "options, e.g. data=digits data.img_size=16"
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.pt"]  # nothing written (no onnx, no outputs/)
-    for bad, message in (("format=tflite", "format must be one of onnx, pt2"),
-                         ("parity.images=0", "parity.images must be a positive integer")):
-        run = subprocess.run([sys.executable, "-m", "psvit.export", f"checkpoint={old}", bad], cwd=tmp_path,
-                             capture_output=True, text=True, timeout=300)
+    for bad, message in (
+        ("format=tflite", "format must be one of onnx, pt2"),
+        ("parity.images=0", "parity.images must be a positive integer"),
+    ):
+        run = subprocess.run(
+            [sys.executable, "-m", "psvit.export", f"checkpoint={old}", bad],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert run.returncode == 2 and run.stderr.startswith(f"error: {message}"), run.stderr
 
 
@@ -151,10 +166,13 @@ def integer_weights(path: Path) -> tuple[onnx.ModelProto, dict[str, str]]:
     return model, {n.output[0]: types[n.input[0]] for n in model.graph.node if n.op_type == "DequantizeLinear"}
 
 
-@pytest.mark.parametrize(("family", "bits", "dtype", "opset"), [
-    ("spikformer", 4, "INT4", 21), ("sdt", 8, "INT8", 20), ("spikformer", 3, "INT4", 21), ("sdt", 2, "INT2", 25)])
-def test_quantized_checkpoint_exports_integer_weights(family: str, bits: int, dtype: str, opset: int,
-                                                       images: torch.Tensor, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("family", "bits", "dtype", "opset"),
+    [("spikformer", 4, "INT4", 21), ("sdt", 8, "INT8", 20), ("spikformer", 3, "INT4", 21), ("sdt", 2, "INT2", 25)],
+)
+def test_quantized_checkpoint_exports_integer_weights(
+    family: str, bits: int, dtype: str, opset: int, images: torch.Tensor, tmp_path: Path
+) -> None:
     if dtype == "INT2" and not runtime_runs(INTEGER_TYPES[0]):
         pytest.skip("this onnxruntime runs no INT2 DequantizeLinear (opset 25)")
     model = psvit.load(quantized_checkpoint(family, images, bits, tmp_path))
@@ -183,8 +201,10 @@ def test_quantized_checkpoint_exports_integer_weights(family: str, bits: int, dt
     assert stored.weight_bytes == sum(-(-w.numel() * container // 8) + 4 * len(w) for w in weights)  # + scales
     assert stored.float_bytes - stored.file_bytes >= 0.9 * (stored.float_weight_bytes - stored.weight_bytes)
     text = done.format().splitlines()
-    assert text[2] == (f"integer weights (DequantizeLinear, ONNX opset {opset}): {dtype.lower()} for {bits}-bit "
-                       f"groups {','.join(dict.fromkeys(g.name for g in list_groups(model)))}")
+    assert text[2] == (
+        f"integer weights (DequantizeLinear, ONNX opset {opset}): {dtype.lower()} for {bits}-bit "
+        f"groups {','.join(dict.fromkeys(g.name for g in list_groups(model)))}"
+    )
     assert text[3].startswith("onnx file: ") and "(float export: " in text[3]
 
 
@@ -203,8 +223,7 @@ def test_mixed_bit_widths_and_float_groups(images: torch.Tensor, tmp_path: Path)
     assert set().union(*by_type.values()) == {2, 3, 4, 6, 8}  # groups at 32 bits are not quantized: float
 
 
-def test_max_opset_narrows_the_integer_types_and_says_what_stays_float(images: torch.Tensor,
-                                                                       tmp_path: Path) -> None:
+def test_max_opset_narrows_the_integer_types_and_says_what_stays_float(images: torch.Tensor, tmp_path: Path) -> None:
     model = psvit.load(quantized_checkpoint("spikformer", images, 2, tmp_path))
     groups = ",".join(dict.fromkeys(g.name for g in list_groups(model)))
     # a runtime of opset 21: no INT2, so the 2-bit codes go in INT4, exactly
@@ -216,7 +235,9 @@ def test_max_opset_narrows_the_integer_types_and_says_what_stays_float(images: t
     done = export_onnx(model, tmp_path / "opset12.onnx", images[:32], max_opset=12)
     graph, dequantized = integer_weights(done.path)
     assert not dequantized and done.parity.max_abs_graph <= 1e-4
-    note = (f"note: weights of groups {groups} at 2 bits stored as float (no ONNX integer type for 2-bit codes "
-            f"within opset 12 that onnxruntime {__import__('onnxruntime').__version__} runs)")
+    note = (
+        f"note: weights of groups {groups} at 2 bits stored as float (no ONNX integer type for 2-bit codes "
+        f"within opset 12 that onnxruntime {__import__('onnxruntime').__version__} runs)"
+    )
     assert note in done.format().splitlines()
     assert done.written.weights.file_bytes == done.written.weights.float_bytes

@@ -21,23 +21,52 @@ from psvit.models.registry import get_family, group_kinds, register_model
 from psvit.prune import list_groups, prune, width_config
 
 
-def toy_config(*, width: int = 12, hidden: int = 20, img_size: int = 8, T: int = 2, in_channels: int = 1,
-               num_classes: int = 3) -> dict[str, Any]:
-    return {"width": width, "hidden": hidden, "img_size": img_size, "T": T, "in_channels": in_channels,
-            "num_classes": num_classes}
+def toy_config(
+    *, width: int = 12, hidden: int = 20, img_size: int = 8, T: int = 2, in_channels: int = 1, num_classes: int = 3
+) -> dict[str, Any]:
+    return {
+        "width": width,
+        "hidden": hidden,
+        "img_size": img_size,
+        "T": T,
+        "in_channels": in_channels,
+        "num_classes": num_classes,
+    }
 
 
 def toy_groups(cfg: dict[str, Any]) -> list[Group]:
     return [
-        Group("conv", "toy_conv", cfg["width"], 1, "width", None,
-              (*producer("conv", "bn", False), consumer("fc1"), *unused("spare", 1)[:1]), (Spikes("lif", 2),)),
-        Group("fc", "toy_fc", cfg["hidden"], 1, "hidden", None,
-              (*producer("fc1", "fc1_bn", True), consumer("head")), (Spikes("fc1_lif", 2),)),
+        Group(
+            "conv",
+            "toy_conv",
+            cfg["width"],
+            1,
+            "width",
+            None,
+            (*producer("conv", "bn", False), consumer("fc1"), *unused("spare", 1)[:1]),
+            (Spikes("lif", 2),),
+        ),
+        Group(
+            "fc",
+            "toy_fc",
+            cfg["hidden"],
+            1,
+            "hidden",
+            None,
+            (*producer("fc1", "fc1_bn", True), consumer("head")),
+            (Spikes("fc1_lif", 2),),
+        ),
     ]
 
 
-@register_model("toy_snn", resolve_config=toy_config, groups=toy_groups, kinds=("toy_conv", "toy_fc"),
-                analog_layers=("conv",), matmuls={"gram": "fc1_lif"})
+@register_model(
+    "toy_snn",
+    resolve_config=toy_config,
+    groups=toy_groups,
+    kinds=("toy_conv", "toy_fc"),
+    analog_layers=("conv",),
+    matmuls={"gram": "fc1_lif"},
+)
 class ToySNN(nn.Module):
     """conv-BN-LIF, token mean, linear-BN-LIF, a Gram matrix of the spikes (a matmul in forward's own code),
     a head; ``spare`` is never called."""
@@ -92,8 +121,11 @@ def test_cost_is_exact_without_formulas() -> None:
         per_image = sum(v for k, v in macs.items() if k != "gram")
         gram = config["T"] * 3 * 3 * config["hidden"]  # (3 x hidden) @ (hidden x 3) per step
         assert counter.get_total_flops() == 2 * (config["T"] * 3 * per_image + gram)
-    assert spike_probes("toy_snn", toy_config()) == {"fc1": ("fc1", "input"), "gram": ("fc1_lif", "output"),
-                                                     "head": ("head", "input")}
+    assert spike_probes("toy_snn", toy_config()) == {
+        "fc1": ("fc1", "input"),
+        "gram": ("fc1_lif", "output"),
+        "head": ("head", "input"),
+    }
     rates = measure_firing_rates(create_model("toy_snn", **toy_config()), torch.rand(4, 1, 8, 8))
     assert set(rates) == {"fc1", "gram", "head"} and all(0 <= r <= 1 for r in rates.values())
 
@@ -112,8 +144,19 @@ def test_pruning_a_new_family_predicts_its_size() -> None:
 def incomplete_groups(cfg: dict[str, Any]) -> list[Group]:
     """``toy_groups`` without fc1's input slice: the conv width sizes a parameter no group covers."""
     conv, fc = toy_groups(cfg)
-    return [Group(conv.name, conv.kind, conv.width, 1, "width", None,
-                  tuple(s for s in conv.slices if s.key != "fc1.weight"), conv.spikes), fc]
+    return [
+        Group(
+            conv.name,
+            conv.kind,
+            conv.width,
+            1,
+            "width",
+            None,
+            tuple(s for s in conv.slices if s.key != "fc1.weight"),
+            conv.spikes,
+        ),
+        fc,
+    ]
 
 
 @register_model("toy_snn_incomplete", resolve_config=toy_config, groups=incomplete_groups, kinds=("toy_conv",))

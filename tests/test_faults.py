@@ -1,7 +1,7 @@
 """Faults injected into real ``python -m psvit.search`` workers (subprocesses, SQLite Optuna + MLflow stores).
 
-``kill -9`` mid-trial and an immediate rerun, Ctrl-C (SIGINT) or SIGTERM and a rerun, workers started together on an empty
-cache, and a study reused with other settings. Plus the worker loop's handling of a failing trial, on a real
+``kill -9`` mid-trial and an immediate rerun, Ctrl-C (SIGINT) or SIGTERM and a rerun, workers started together on an
+empty cache, and a study reused with other settings. Plus the worker loop's handling of a failing trial, on a real
 Optuna storage.
 """
 
@@ -28,8 +28,17 @@ from psvit.search.study import MAX_FAILURES_IN_A_ROW, make_storage, run_trials
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 #: An even tinier search than helpers.TINY: 8x8 images, a barely trained base and a one-point sensitivity grid
 #: (the faults, not the accuracy, are under test).
-FAST = ["model.embed_dim=32", "model.num_heads=2", "train.epochs=2", "progress=false", "sensitivity.grid=[0.5]",
-        "data.img_size=8", "search.latency_repeats=1", "search.finalize=false", "+budget=0.3"]
+FAST = [
+    "model.embed_dim=32",
+    "model.num_heads=2",
+    "train.epochs=2",
+    "progress=false",
+    "sensitivity.grid=[0.5]",
+    "data.img_size=8",
+    "search.latency_repeats=1",
+    "search.finalize=false",
+    "+budget=0.3",
+]
 #: Trials that last a few seconds (one recovery epoch each), so a signal reliably lands mid-trial.
 SLOW_TRIALS = ["search.recovery_epochs=1"]
 
@@ -38,8 +47,13 @@ SLOW_TRIALS = ["search.recovery_epochs=1"]
 def warm_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cache holding the FAST base model and its sensitivity table."""
     cache = tmp_path_factory.mktemp("faults-cache")
-    subprocess.run([sys.executable, "-m", "psvit.sensitivity", *FAST[:6]], cwd=tmp_path_factory.mktemp("warm"),
-                   env=environment(cache), capture_output=True, timeout=300).check_returncode()
+    subprocess.run(
+        [sys.executable, "-m", "psvit.sensitivity", *FAST[:6]],
+        cwd=tmp_path_factory.mktemp("warm"),
+        env=environment(cache),
+        capture_output=True,
+        timeout=300,
+    ).check_returncode()
     return cache
 
 
@@ -52,8 +66,9 @@ def environment(cache: Path) -> dict[str, str]:
 
 
 def search(cache: Path, cwd: Path, *overrides: str, flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    return subprocess.run(command(*overrides, flags=flags), cwd=cwd, env=environment(cache), capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        command(*overrides, flags=flags), cwd=cwd, env=environment(cache), capture_output=True, text=True, timeout=300
+    )
 
 
 def load(cwd: Path, name: str) -> optuna.Study:
@@ -67,19 +82,28 @@ def child_runs(cwd: Path) -> tuple[list, list]:
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
     (experiment,) = [e for e in client.search_experiments() if e.name == "psvit"]
     runs = client.search_runs([experiment.experiment_id], max_results=10000)
-    return ([r for r in runs if r.data.tags.get("psvit.role") == "search"],
-            [r for r in runs if "mlflow.parentRunId" in r.data.tags])
+    return (
+        [r for r in runs if r.data.tags.get("psvit.role") == "search"],
+        [r for r in runs if "mlflow.parentRunId" in r.data.tags],
+    )
 
 
-def start_and_signal(cache: Path, cwd: Path, name: str, sig: int, after_complete: int, *overrides: str
-                     ) -> tuple[subprocess.Popen, int, str]:
+def start_and_signal(
+    cache: Path, cwd: Path, name: str, sig: int, after_complete: int, *overrides: str
+) -> tuple[subprocess.Popen, int, str]:
     """Start a worker; once ``after_complete`` trials are COMPLETE and another has its MLflow run open, send it
     ``sig`` and wait for it to end. Returns the worker, the number of the trial it was running and its stderr."""
     # SIGINT back to its default: a shell's background job (CI run with `&`) starts with it ignored, and Python
     # then never turns it into KeyboardInterrupt, as it does at a terminal.
-    worker = subprocess.Popen(command(f"search.study_name={name}", *SLOW_TRIALS, *overrides), cwd=cwd,
-                              env=environment(cache), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    worker = subprocess.Popen(
+        command(f"search.study_name={name}", *SLOW_TRIALS, *overrides),
+        cwd=cwd,
+        env=environment(cache),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     running = None
     try:
         deadline = time.monotonic() + 180
@@ -90,8 +114,16 @@ def start_and_signal(cache: Path, cwd: Path, name: str, sig: int, after_complete
             except Exception:  # the study does not exist yet
                 continue
             complete = [t for t in trials if t.state == TrialState.COMPLETE]
-            running = next((t.number for t in trials if t.state == TrialState.RUNNING
-                            and "mlflow_run_id" in t.user_attrs and len(complete) >= after_complete), None)
+            running = next(
+                (
+                    t.number
+                    for t in trials
+                    if t.state == TrialState.RUNNING
+                    and "mlflow_run_id" in t.user_attrs
+                    and len(complete) >= after_complete
+                ),
+                None,
+            )
         if running is not None:
             worker.send_signal(sig)
     finally:
@@ -147,8 +179,9 @@ def test_kill_9_mid_trial_then_immediate_rerun_completes_the_study(warm_cache: P
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_an_interrupt_fails_the_trial_kills_its_run_and_a_rerun_resumes(warm_cache: Path, tmp_path: Path,
-                                                                       sig: int) -> None:
+def test_an_interrupt_fails_the_trial_kills_its_run_and_a_rerun_resumes(
+    warm_cache: Path, tmp_path: Path, sig: int
+) -> None:
     """Ctrl-C, or the SIGTERM a scheduler sends before it kills a job: one line, exit code 128 + signal."""
     worker, interrupted, stderr = start_and_signal(warm_cache, tmp_path, "int", sig, 1, "search.n_trials=2")
     assert worker.returncode == 128 + sig
@@ -156,7 +189,8 @@ def test_an_interrupt_fails_the_trial_kills_its_run_and_a_rerun_resumes(warm_cac
     name = "Ctrl-C (SIGINT)" if sig == signal.SIGINT else "SIGTERM"
     assert stderr.strip().splitlines()[-1] == (
         f"interrupted by {name}: study 'int' keeps its 1 complete trials (a trial in progress is marked FAIL); "
-        "rerun the same command to resume")
+        "rerun the same command to resume"
+    )
     st = load(tmp_path, "int")
     assert st.trials[interrupted].state == TrialState.FAIL
     assert TrialState.RUNNING not in [t.state for t in st.trials]
@@ -173,8 +207,13 @@ def test_an_interrupt_fails_the_trial_kills_its_run_and_a_rerun_resumes(warm_cac
 
 def test_workers_started_together_on_an_empty_cache_train_one_base(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    result = search(cache, tmp_path, "search.study_name=cold", "search.n_trials=3",
-                    flags=("--config-dir", str(SWEEPS), "--config-name", "workers_local"))
+    result = search(
+        cache,
+        tmp_path,
+        "search.study_name=cold",
+        "search.n_trials=3",
+        flags=("--config-dir", str(SWEEPS), "--config-name", "workers_local"),
+    )
     assert result.returncode == 0, result.stderr
     output = result.stdout + result.stderr
     assert output.count("base model: trained in") == 1 and output.count("base model: reused cached") == 1
@@ -204,7 +243,8 @@ def test_reusing_a_study_with_another_budget_sampler_or_base_is_refused(warm_cac
         assert refused.returncode == 2
         assert refused.stderr.strip().splitlines() == [
             f"error: study 'same' was made with {made}; resume with the same settings, or pass "
-            "search.study_name=<new> to start fresh"]
+            "search.study_name=<new> to start fresh"
+        ]
     assert len(load(tmp_path, "same").trials) == 1  # nothing ran, nothing was logged
     parents, children = child_runs(tmp_path)
     assert len(parents) == 1 and len(children) == 1

@@ -20,10 +20,28 @@ import psvit
 from psvit.data import build_splits
 
 #: The tiny Spikformer the CLI builds for 16-px, 3-class RGB images with these overrides.
-TINY_MODEL = {"variant": "cifar", "img_size": 16, "patch_size": 4, "embed_dim": 32, "num_heads": 2, "depth": 2, "T": 4,
-              "in_channels": 3, "num_classes": 3}
-DATA = ["data=image_folder", "data.img_size=16", "data.mean=null", "data.std=null", "data.crop_pct=1.0",
-        "model.embed_dim=32", "model.num_heads=2", "compute.num_workers=0", "progress=false"]
+TINY_MODEL = {
+    "variant": "cifar",
+    "img_size": 16,
+    "patch_size": 4,
+    "embed_dim": 32,
+    "num_heads": 2,
+    "depth": 2,
+    "T": 4,
+    "in_channels": 3,
+    "num_classes": 3,
+}
+DATA = [
+    "data=image_folder",
+    "data.img_size=16",
+    "data.mean=null",
+    "data.std=null",
+    "data.crop_pct=1.0",
+    "model.embed_dim=32",
+    "model.num_heads=2",
+    "compute.num_workers=0",
+    "progress=false",
+]
 CLASSES = ("ant", "bee", "cat")
 
 
@@ -54,9 +72,16 @@ def test_pretrained_model_is_validated_and_tested_on_halves_of_val(run_cli, tmp_
     write_images(root / "train", per_class=6, seed=0)
     write_images(root / "val", per_class=4, seed=1)
     db = tmp_path / "mlflow.db"
-    out = run_cli("sensitivity", *DATA, f"data.root={root}", f"model.checkpoint={pretrained}",
-                  "sensitivity.grid=[0.5]", f"mlflow.tracking_uri=sqlite:///{db}", f"cache_dir={tmp_path / 'cache'}",
-                  tiny=False).stdout
+    out = run_cli(
+        "sensitivity",
+        *DATA,
+        f"data.root={root}",
+        f"model.checkpoint={pretrained}",
+        "sensitivity.grid=[0.5]",
+        f"mlflow.tracking_uri=sqlite:///{db}",
+        f"cache_dir={tmp_path / 'cache'}",
+        tiny=False,
+    ).stdout
     assert "sensitivity of" in out
 
     import mlflow
@@ -87,8 +112,7 @@ def test_pretrained_model_is_validated_and_tested_on_halves_of_val(run_cli, tmp_
     assert "18 train / 6 val / 6 test, 3 classes, 3x16x16 images, split held-out" in again.describe()
 
 
-def test_pretrained_model_on_data_without_held_out_part_is_refused(run_cli, tmp_path: Path,
-                                                                   pretrained: Path) -> None:
+def test_pretrained_model_on_data_without_held_out_part_is_refused(run_cli, tmp_path: Path, pretrained: Path) -> None:
     root = tmp_path / "flat"  # root/<class>/<image>: validation would be drawn from what the checkpoint saw
     write_images(root, per_class=6, seed=0)
     cache = tmp_path / "cache"
@@ -99,8 +123,9 @@ def test_pretrained_model_on_data_without_held_out_part_is_refused(run_cli, tmp_
     assert line.startswith("error: image_folder: model.checkpoint was trained on images that the validation split")
     assert "data.allow_val_from_train=true" in line
     assert not cache.exists()  # nothing written
-    searched = run_cli("search", *args, "+budget=0.3", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}",
-                       tiny=False, check=False)  # refused by the pre-flight checks, before any work
+    searched = run_cli(
+        "search", *args, "+budget=0.3", f"mlflow.tracking_uri=sqlite:///{tmp_path / 'm.db'}", tiny=False, check=False
+    )  # refused by the pre-flight checks, before any work
     assert searched.returncode == 2 and "data.allow_val_from_train=true" in searched.stderr
     assert not cache.exists() and not (tmp_path / "m.db").exists()
     accepted = run_cli("train", *args, "data.allow_val_from_train=true", tiny=False).stdout

@@ -26,13 +26,20 @@ def test_wheel_install_composes_configs(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(target)}
     where = subprocess.run(
         [sys.executable, "-c", "import psvit, psvit.conf; print(psvit.__file__)"],
-        cwd=workdir, env=env, capture_output=True, text=True, check=True,
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert where.stdout.strip().startswith(str(target)), where.stdout  # the wheel's copy, not the checkout
 
     job = subprocess.run(
         [sys.executable, "-m", "psvit.train", "--cfg", "job", "data=mnist_idx", "model=spikformer_imagenet"],
-        cwd=workdir, env=env, capture_output=True, text=True,
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert job.returncode == 0, job.stderr
     assert "name: mnist_idx" in job.stdout and "embed_dim: 512" in job.stdout

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY, compose
 
 import psvit
 from psvit.allocation import largest_first, sensitivity_greedy, uniform_for_budget, uniform_ratios
 from psvit.budget import MemoryModel
 from psvit.prune import PruneConstraints, prune
 from psvit.workflow import sensitivity, setup
-from helpers import TINY, compose
 
 
 def real_bytes(model: torch.nn.Module) -> int:

@@ -52,8 +52,14 @@ def test_ui_shows_the_search_its_artifacts_and_its_front(run_cli, tmp_path: Path
     chromium()  # skip before the search if there is no browser
     run_cli("search", "+budget=0.3", f"search.study_name={STUDY}", "search.n_trials=6", "search.latency_repeats=1")
     # another search in the same experiment, whose runs the views of the first must not show
-    run_cli("search", "+budget=0.4", "search.study_name=other", "search.n_trials=2", "search.latency_repeats=1",
-            "search.finalize=false")
+    run_cli(
+        "search",
+        "+budget=0.4",
+        "search.study_name=other",
+        "search.n_trials=2",
+        "search.latency_repeats=1",
+        "search.finalize=false",
+    )
     shots = Path(os.environ.get("PSVIT_UI_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
 
@@ -63,8 +69,9 @@ def test_ui_shows_the_search_its_artifacts_and_its_front(run_cli, tmp_path: Path
         experiment = client.get_experiment_by_name("psvit")
         assert experiment.tags[tracking.EXPERIMENT_KIND_TAG] == tracking.MODEL_TRAINING
         eid = experiment.experiment_id
-        (parent,) = client.search_runs([eid], filter_string=f"tags.`psvit.role` = 'search' and tags.`psvit.study` = "
-                                                            f"'{STUDY}'")
+        (parent,) = client.search_runs(
+            [eid], filter_string=f"tags.`psvit.role` = 'search' and tags.`psvit.study` = '{STUDY}'"
+        )
         children = [r for r in client.search_runs([eid]) if "trial_number" in r.data.tags]
         front = {int(r.data.tags["trial_number"]) for r in client.search_runs([eid], filter_string=FRONT_FILTER)}
         trials = {int(r.data.tags["trial_number"]) for r in children if r.data.tags["psvit.study"] == STUDY}
@@ -81,8 +88,10 @@ def test_ui_shows_the_search_its_artifacts_and_its_front(run_cli, tmp_path: Path
         for link in (front_runs_page(eid, STUDY), trials_chart_page(eid, STUDY)):  # the links to the two saved views
             assert f'href="{escape(link)}"' in dom
         browse(run_page, tmp_path / "profile-run", screenshot=shots / "mlflow_ui_parent.png", size=(1800, 1100))
-        artifacts = (f"{url}/#/experiments/{eid}/runs/{parent.info.run_id}/artifacts/pareto_front.png"
-                     "?workflowType=machine_learning")  # the artifact list, with the static front open
+        artifacts = (
+            f"{url}/#/experiments/{eid}/runs/{parent.info.run_id}/artifacts/pareto_front.png"
+            "?workflowType=machine_learning"
+        )  # the artifact list, with the static front open
         dom = browse(artifacts, tmp_path / "profile-artifacts")
         for name in ("pareto_front.png", "pareto_front.html", "pareto_front.csv", "sensitivity"):
             assert name in dom
@@ -102,7 +111,9 @@ def test_ui_shows_the_search_its_artifacts_and_its_front(run_cli, tmp_path: Path
         page = f"{url}/{front_runs_page(eid, STUDY)}"
         dom = browse(page, tmp_path / "profile-front")
         assert shown_trials(dom) == front and ">search-ui<" not in dom
-        assert shown_runs(dom, children) == {r.info.run_id for r in client.search_runs([eid], filter_string=FRONT_FILTER)}
+        assert shown_runs(dom, children) == {
+            r.info.run_id for r in client.search_runs([eid], filter_string=FRONT_FILTER)
+        }
         assert {"metrics.`val_acc`", "metrics.`memory_saving`"} <= column_ids(dom)
         for run in client.search_runs([eid], filter_string=FRONT_FILTER):
             for metric in ("val_acc", "memory_saving"):  # the UI prints a number as its shortest repr, as Python
@@ -116,17 +127,31 @@ def test_ui_shows_the_search_its_artifacts_and_its_front(run_cli, tmp_path: Path
         page = f"{url}/{trials_chart_page(eid, STUDY)}"
         dom = browse(page, tmp_path / "profile-chart", budget_ms=60000)
         assert shown_trials(dom) == scored and "memory_saving vs. val_acc" in dom
-        assert shown_runs(dom, children) == {r.info.run_id for r in client.search_runs([eid], filter_string=TRIALS_FILTER)}
+        assert shown_runs(dom, children) == {
+            r.info.run_id for r in client.search_runs([eid], filter_string=TRIALS_FILTER)
+        }
         (scatter,) = re.findall(r'<g class="trace scatter.*?<g class="text">', dom)
         assert scatter.count('<path class="point') == len(scored)
-        browse(page, tmp_path / "profile-chart", screenshot=shots / "mlflow_ui_chart.png", size=(1800, 1000),
-               budget_ms=60000)
+        browse(
+            page,
+            tmp_path / "profile-chart",
+            screenshot=shots / "mlflow_ui_chart.png",
+            size=(1800, 1000),
+            budget_ms=60000,
+        )
 
         # the interactive front: every front trial's point names its trial and its run
-        html = Path(client.download_artifacts(parent.info.run_id, "pareto_front.html", str(tmp_path / "dl"))).read_text()
+        html = Path(
+            client.download_artifacts(parent.info.run_id, "pareto_front.html", str(tmp_path / "dl"))
+        ).read_text()
         assert "plotly" in html
         for run in client.search_runs([eid], filter_string=FRONT_FILTER):
             assert f"trial {run.data.tags['trial_number']}" in html and run.info.run_id in html
-    for shot in ("mlflow_ui_parent.png", "mlflow_ui_artifacts.png", "mlflow_ui_preview.png", "mlflow_ui_front.png",
-                 "mlflow_ui_chart.png"):
+    for shot in (
+        "mlflow_ui_parent.png",
+        "mlflow_ui_artifacts.png",
+        "mlflow_ui_preview.png",
+        "mlflow_ui_front.png",
+        "mlflow_ui_chart.png",
+    ):
         assert (shots / shot).stat().st_size > 10_000

@@ -80,8 +80,16 @@ def test_groups_name_every_width_and_cover_coupled_tensors(setup):
     groups = list_groups(model)
     names = [g.name for g in groups]
     assert names == [
-        "sps.stage0", "sps.stage1", "sps.stage2", "embed",
-        "block0.attn.qk", "block0.attn.v", "block0.mlp", "block1.attn.qk", "block1.attn.v", "block1.mlp",
+        "sps.stage0",
+        "sps.stage1",
+        "sps.stage2",
+        "embed",
+        "block0.attn.qk",
+        "block0.attn.v",
+        "block0.mlp",
+        "block1.attn.qk",
+        "block1.attn.v",
+        "block1.mlp",
     ]
     assert list_groups(("spikformer", model.config)) == groups
     partial = dict(variant=model.config["variant"], img_size=model.config["img_size"], **SMALL)
@@ -246,8 +254,10 @@ def test_pruned_model_round_trips_through_a_checkpoint_in_a_fresh_process(setup,
 )
 def test_bad_ratios_give_one_line_errors_naming_the_group(setup, ratios, constraints, message):
     model, _ = setup
-    for call in (lambda: width_config("spikformer", model.config, ratios, constraints),
-                 lambda: prune(model, ratios, constraints=constraints)):
+    for call in (
+        lambda: width_config("spikformer", model.config, ratios, constraints),
+        lambda: prune(model, ratios, constraints=constraints),
+    ):
         with pytest.raises(ConfigError) as info:
             call()
         assert message in str(info.value) and "\n" not in str(info.value)

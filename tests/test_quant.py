@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import calibrated
 from spikingjelly.activation_based import functional
 from torch import nn
 
@@ -20,16 +21,18 @@ from psvit.prune import PruneConstraints, list_groups, prune
 from psvit.quant import layers_for, quantization, quantization_aware, quantize_weights
 from psvit.quant.packing import container_bits, pack, packed_bytes, unpack
 from psvit.quant.quantizer import dequantize, fake_quantize, qmax, quantize
-from helpers import calibrated
 
-SMALL = dict(variant="cifar", img_size=16, embed_dim=32, num_heads=4, mlp_ratio=2, depth=2, T=4, in_channels=1,
-             num_classes=10)
+SMALL = dict(
+    variant="cifar", img_size=16, embed_dim=32, num_heads=4, mlp_ratio=2, depth=2, T=4, in_channels=1, num_classes=10
+)
 #: Both families, and Spikformer's ImageNet layout (1x1 convs without bias before BatchNorm).
 FAMILIES = {
     "spikformer-cifar": ("spikformer", SMALL),
     "spikformer-imagenet": ("spikformer", {**SMALL, "variant": "imagenet", "img_size": 64}),
-    "sdt": ("sdt", dict(img_size=16, embed_dim=32, num_heads=4, mlp_ratio=2, depth=2, T=4, in_channels=1,
-                        num_classes=10)),
+    "sdt": (
+        "sdt",
+        dict(img_size=16, embed_dim=32, num_heads=4, mlp_ratio=2, depth=2, T=4, in_channels=1, num_classes=10),
+    ),
 }
 
 
@@ -98,8 +101,7 @@ def _file_bytes(model: nn.Module, path: Path) -> int:
 
 @pytest.mark.parametrize("plan", ["all2", "all4", "all8", "mixed"])
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_file_matches_the_byte_model_and_reloads_with_the_same_logits(family: str, plan: str,
-                                                                       tmp_path: Path) -> None:
+def test_file_matches_the_byte_model_and_reloads_with_the_same_logits(family: str, plan: str, tmp_path: Path) -> None:
     name, config = FAMILIES[family]
     splits = build_splits("digits", img_size=config["img_size"], seed=0)
     torch.manual_seed(0)
@@ -107,9 +109,12 @@ def test_file_matches_the_byte_model_and_reloads_with_the_same_logits(family: st
     groups = list_groups(base)
     ratios = {"embed": 0.75, "block0.mlp": 0.5}
     rng = random.Random(0)
-    bits = {"all2": {g.name: 2 for g in groups}, "all4": {g.name: 4 for g in groups},
-            "all8": {g.name: 8 for g in groups},
-            "mixed": {g.name: rng.choice([2, 3, 4, 6, 8, 32]) for g in groups}}[plan]
+    bits = {
+        "all2": {g.name: 2 for g in groups},
+        "all4": {g.name: 4 for g in groups},
+        "all8": {g.name: 8 for g in groups},
+        "mixed": {g.name: rng.choice([2, 3, 4, 6, 8, 32]) for g in groups},
+    }[plan]
     model = prune(base, ratios).eval()
     quantize_weights(model, layers_for(groups, bits))
     # the reference: the quantized weights, BatchNorm not folded, in float
@@ -131,7 +136,9 @@ def test_file_matches_the_byte_model_and_reloads_with_the_same_logits(family: st
 def test_quantized_checkpoint_is_much_smaller(model_and_images, tmp_path: Path) -> None:
     base, _ = model_and_images
     psvit.save(base, tmp_path / "float.pt")
-    model = quantize_weights(prune(base, {}).eval(), layers_for(list_groups(base), {g.name: 2 for g in list_groups(base)}))
+    model = quantize_weights(
+        prune(base, {}).eval(), layers_for(list_groups(base), {g.name: 2 for g in list_groups(base)})
+    )
     psvit.save(model, tmp_path / "int2.pt")
     assert (tmp_path / "int2.pt").stat().st_size < 0.2 * (tmp_path / "float.pt").stat().st_size
 
@@ -154,11 +161,13 @@ def test_projection_is_exact_over_both_axes(seed: int) -> None:
         back = {n: min(1.0, r + 1e-3 * (1 - raw[n] + 0.05)) for n, r in projected.items()}
         assert memory.saving(back, bits) < target or memory.kept(back) == memory.kept(projected)
         # the byte model is the real model's: build and count
-        model = quantize_weights(create_model("spikformer", **memory.config(projected)),
-                                 layers_for(memory.groups, bits))
+        model = quantize_weights(
+            create_model("spikformer", **memory.config(projected)), layers_for(memory.groups, bits)
+        )
         stored = payload_of(model)["sections"]
         assert {k: v for k, v in stored.items() if k != "float32"} == {
-            k: v for k, v in memory.storage(projected, bits).items() if k != "float32"}
+            k: v for k, v in memory.storage(projected, bits).items() if k != "float32"
+        }
 
 
 def test_quantization_aware_training_moves_the_float_weights_and_ends_on_the_grid(model_and_images) -> None:

@@ -11,8 +11,9 @@ from psvit.data import build_splits
 from psvit.models import create_model
 from psvit.train.loop import best_epoch, distillation, evaluate, train_model
 
-SMALL = dict(variant="cifar", img_size=16, embed_dim=32, num_heads=2, mlp_ratio=2, depth=1, T=4, in_channels=1,
-             num_classes=10)
+SMALL = dict(
+    variant="cifar", img_size=16, embed_dim=32, num_heads=2, mlp_ratio=2, depth=1, T=4, in_channels=1, num_classes=10
+)
 
 
 def test_distillation_is_zero_for_the_teachers_own_logits_and_positive_otherwise() -> None:
@@ -38,8 +39,18 @@ def test_recovery_never_ends_worse_on_validation_than_it_started(trained) -> Non
     model, splits = copy.deepcopy(trained[0]), trained[1]
     start = evaluate(model, splits.val)
     before = copy.deepcopy(model.state_dict())
-    history = train_model(model, splits.train, epochs=2, lr=5.0, seed=0, progress=False, val_set=splits.val,
-                          teacher=copy.deepcopy(model), kd_weight=0.5, temperature=2.0)
+    history = train_model(
+        model,
+        splits.train,
+        epochs=2,
+        lr=5.0,
+        seed=0,
+        progress=False,
+        val_set=splits.val,
+        teacher=copy.deepcopy(model),
+        kd_weight=0.5,
+        temperature=2.0,
+    )
     assert history[0] == {"epoch": 0, "val_acc": start}
     assert [h["epoch"] for h in history] == [0, 1, 2] and all("val_acc" in h for h in history)
     assert max(h["val_acc"] for h in history[1:]) < start  # the training itself made it worse

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import TINY
 from PIL import Image
 
 import psvit
@@ -16,10 +17,8 @@ from psvit.data import build_splits
 from psvit.errors import ConfigError
 from psvit.search.fidelity import Fidelity
 from psvit.train import Compute, evaluate, resolve_device
-from psvit.train.compute import device_name
 from psvit.train.base import get_base_model, model_config
-
-from helpers import TINY
+from psvit.train.compute import device_name
 
 
 def test_devices_and_compute_options() -> None:
@@ -30,8 +29,12 @@ def test_devices_and_compute_options() -> None:
             resolve_device("cuda")
     with pytest.raises(ConfigError, match="device must be"):
         resolve_device("tpu:x")
-    for bad, match in (({"amp": "fp8"}, "compute.amp"), ({"eval_batch_size": 0}, "eval_batch_size"),
-                       ({"num_workers": -1}, "num_workers"), ({"nope": 1}, "unknown compute option")):
+    for bad, match in (
+        ({"amp": "fp8"}, "compute.amp"),
+        ({"eval_batch_size": 0}, "eval_batch_size"),
+        ({"num_workers": -1}, "num_workers"),
+        ({"nope": 1}, "unknown compute option"),
+    ):
         with pytest.raises(ConfigError, match=match):
             Compute.from_options("cpu", bad)
     assert "LIF: psvit CPU loop" in Compute(torch.device("cpu")).describe()
@@ -53,14 +56,16 @@ def test_image_folder_official_evaluation_preprocessing(tmp_path: Path) -> None:
     write_folder(tmp_path, 80)
     mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
     splits = build_splits("image_folder", root=tmp_path, img_size=64, mean=mean, std=std, seed=0)
-    image, label = splits.test[0]
+    image, _ = splits.test[0]
     with Image.open(splits.test.paths[0]) as img:
         short = int(64 / 0.875)
         w = round(img.width * short / img.height)
         resized = img.convert("RGB").resize((w, short), Image.Resampling.BICUBIC)
         left, top = (w - 64) // 2, (short - 64) // 2
         crop = np.asarray(resized.crop((left, top, left + 64, top + 64)), dtype=np.float32) / 255.0
-    expected = (torch.from_numpy(crop).permute(2, 0, 1) - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    expected = (torch.from_numpy(crop).permute(2, 0, 1) - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(
+        3, 1, 1
+    )
     assert image.shape == (3, 64, 64) and torch.allclose(image, expected, atol=1e-6)
 
 
@@ -84,8 +89,12 @@ def test_loader_workers_give_the_same_batches(tmp_path: Path) -> None:
     serial, parallel = Compute(torch.device("cpu"), num_workers=0), Compute(torch.device("cpu"))
     assert parallel.workers_for(splits.val) >= 1 and parallel.workers_for(build_splits("digits").val) == 0
     torch.manual_seed(0)
-    model = psvit.create_model("spikformer", **model_config({"variant": "cifar", "img_size": 32, "embed_dim": 16,
-                                                            "num_heads": 2, "depth": 1, "T": 2}, splits))
+    model = psvit.create_model(
+        "spikformer",
+        **model_config(
+            {"variant": "cifar", "img_size": 32, "embed_dim": 16, "num_heads": 2, "depth": 1, "T": 2}, splits
+        ),
+    )
     assert evaluate(model, splits.train, serial) == evaluate(model, splits.train, parallel)
 
 
@@ -107,10 +116,23 @@ def test_img_size_mismatch_is_refused() -> None:
 
 
 def test_bf16_evaluation_agrees_with_float32(cache_dir: Path) -> None:
-    base = get_base_model({"name": "spikformer", "variant": "cifar", "img_size": 16, "patch_size": 4, "embed_dim": 32,
-                           "num_heads": 2, "depth": 2, "T": 4},
-                          {"name": "digits", "img_size": 16}, {"epochs": 8, "lr": 5e-3}, cache_dir=cache_dir,
-                          compute=Compute(torch.device("cpu")), progress=False)
+    base = get_base_model(
+        {
+            "name": "spikformer",
+            "variant": "cifar",
+            "img_size": 16,
+            "patch_size": 4,
+            "embed_dim": 32,
+            "num_heads": 2,
+            "depth": 2,
+            "T": 4,
+        },
+        {"name": "digits", "img_size": 16},
+        {"epochs": 8, "lr": 5e-3},
+        cache_dir=cache_dir,
+        compute=Compute(torch.device("cpu")),
+        progress=False,
+    )
     full = evaluate(base.model, base.splits.test, Compute(torch.device("cpu")))
     half = evaluate(base.model, base.splits.test, Compute(torch.device("cpu"), amp="bf16"))
     assert full > 0.8 and abs(full - half) < 0.03
@@ -118,14 +140,30 @@ def test_bf16_evaluation_agrees_with_float32(cache_dir: Path) -> None:
 
 def test_base_cache_is_keyed_by_checkpoint_content(run_cli, tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = psvit.create_model("spikformer", variant="cifar", img_size=16, patch_size=4, embed_dim=32, num_heads=2,
-                               depth=2, T=4, in_channels=1, num_classes=10)
+    model = psvit.create_model(
+        "spikformer",
+        variant="cifar",
+        img_size=16,
+        patch_size=4,
+        embed_dim=32,
+        num_heads=2,
+        depth=2,
+        T=4,
+        in_channels=1,
+        num_classes=10,
+    )
     torch.save(model.state_dict(), tmp_path / "a.pth")
     shutil.copy(tmp_path / "a.pth", tmp_path / "b.pth")
     torch.save({"state_dict": model.state_dict(), "state_dict_ema": model.state_dict()}, tmp_path / "c.pth")
-    outs = [run_cli("train", f"model.checkpoint={tmp_path / name}", f"cache_dir={tmp_path / 'cache'}",
-                    "data.allow_val_from_train=true").stdout  # digits has no held-out part
-            for name in ("a.pth", "b.pth", "c.pth")]
+    outs = [
+        run_cli(
+            "train",
+            f"model.checkpoint={tmp_path / name}",
+            f"cache_dir={tmp_path / 'cache'}",
+            "data.allow_val_from_train=true",
+        ).stdout  # digits has no held-out part
+        for name in ("a.pth", "b.pth", "c.pth")
+    ]
     paths = [next(line for line in out.splitlines() if line.startswith("base model:")).split()[-1] for out in outs]
     assert "base weights: the bare state_dict" in outs[0]
     assert "reused cached" in outs[1] and paths[1] == paths[0]  # same bytes under another name: same base
@@ -153,8 +191,16 @@ def test_multi_fidelity_search_and_dry_run(run_cli, tmp_path: Path) -> None:
     assert dry.stdout.startswith("estimate: ~") and "trials" in dry.stdout and "fine-tune" in dry.stdout
     assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "mlflow.db").exists()  # nothing started
 
-    out = run_cli("search", "+budget=0.4", "search.study_name=mf", "search.n_trials=8", "search.latency_repeats=1",
-                  "search.fidelity.subset=0.25", "search.fidelity.promote=0.34", "search.finalize=false").stdout
+    out = run_cli(
+        "search",
+        "+budget=0.4",
+        "search.study_name=mf",
+        "search.n_trials=8",
+        "search.latency_repeats=1",
+        "search.fidelity.subset=0.25",
+        "search.fidelity.promote=0.34",
+        "search.finalize=false",
+    ).stdout
     assert "estimate: ~" in out
     st = optuna.load_study(study_name="mf", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     done = [t for t in st.trials if t.user_attrs.get("evaluated")]

@@ -53,8 +53,11 @@ def test_search_end_to_end_and_resume(run_cli, tmp_path: Path) -> None:
     assert sorted(by_trial) == [t.number for t in st.trials]
 
     # every pareto=true run is feasible (meets the budget) and non-dominated among feasible runs
-    feasible = {n: (c.data.metrics["val_acc"], c.data.metrics["memory_saving"])
-                for n, c in by_trial.items() if c.data.tags["feasible"] == "true"}
+    feasible = {
+        n: (c.data.metrics["val_acc"], c.data.metrics["memory_saving"])
+        for n, c in by_trial.items()
+        if c.data.tags["feasible"] == "true"
+    }
     front = [n for n, c in by_trial.items() if c.data.tags["pareto"] == "true"]
     assert front and sorted(front) == sorted(t.number for t in st.best_trials if "duplicate_of" not in t.user_attrs)
     assert parents[0].info.status == "FINISHED"  # the search's parent run is ended, not left RUNNING
@@ -76,11 +79,13 @@ def test_search_end_to_end_and_resume(run_cli, tmp_path: Path) -> None:
     assert {"pareto_front.csv", "pareto_front.png", "result_row.md", "sensitivity", "final_model"} <= artifacts
 
     # resume: same study, more trials -> only the missing ones run; MLflow keeps one child per trial
-    out = run_cli("search", "+budget=0.3", "search.study_name=e2e", *SEARCH[1:], "search.n_trials=7",
-                  "search.finalize=false").stdout
+    out = run_cli(
+        "search", "+budget=0.3", "search.study_name=e2e", *SEARCH[1:], "search.n_trials=7", "search.finalize=false"
+    ).stdout
     assert "ran 2 trials here; 7 complete" in out
-    out = run_cli("search", "+budget=0.3", "search.study_name=e2e", *SEARCH[1:], "search.n_trials=7",
-                  "search.finalize=false").stdout
+    out = run_cli(
+        "search", "+budget=0.3", "search.study_name=e2e", *SEARCH[1:], "search.n_trials=7", "search.finalize=false"
+    ).stdout
     assert "ran 0 trials here; 7 complete" in out
     _, parents, children = mlflow_runs(tmp_path)
     assert len(parents) == 1 and len(children) == len(study(tmp_path, "e2e").trials) == 7
@@ -97,9 +102,15 @@ def test_bad_budget_is_one_line_error_before_any_work(run_cli, tmp_path: Path, b
 
 def test_two_parallel_workers_share_one_study(run_cli, tmp_path: Path) -> None:
     run_cli("sensitivity")  # warm the base and sensitivity caches so both workers start straight away
-    result = run_cli("search", "+budget=0.3", "search.study_name=par", "search.n_trials=6",
-                     "search.latency_repeats=1", flags=("--config-dir", str(SWEEPS), "--config-name", "workers_local"),
-                     env={"OMP_NUM_THREADS": "1"})  # one thread per worker on a 2-core machine
+    result = run_cli(
+        "search",
+        "+budget=0.3",
+        "search.study_name=par",
+        "search.n_trials=6",
+        "search.latency_repeats=1",
+        flags=("--config-dir", str(SWEEPS), "--config-name", "workers_local"),
+        env={"OMP_NUM_THREADS": "1"},
+    )  # one thread per worker on a 2-core machine
     assert result.returncode == 0
     st = study(tmp_path, "par")
     complete = [t for t in st.trials if t.state.name == "COMPLETE"]
@@ -110,14 +121,18 @@ def test_two_parallel_workers_share_one_study(run_cli, tmp_path: Path) -> None:
     assert numbers == sorted(t.number for t in complete)  # one child run per trial, no duplicates
 
 
-@pytest.mark.parametrize(("sweep", "expected"), [
-    ("budget_sweep", ["+budget: 0.1,0.224,0.3,0.4", "mode: MULTIRUN"]),
-    ("workers_local", ["JoblibLauncher", "n_jobs: 2", "+worker: 0,1"]),
-    ("workers_slurm", ["SlurmLauncher", "partition: gpu", "+worker: range(8)"]),
-])
+@pytest.mark.parametrize(
+    ("sweep", "expected"),
+    [
+        ("budget_sweep", ["+budget: 0.1,0.224,0.3,0.4", "mode: MULTIRUN"]),
+        ("workers_local", ["JoblibLauncher", "n_jobs: 2", "+worker: 0,1"]),
+        ("workers_slurm", ["SlurmLauncher", "partition: gpu", "+worker: range(8)"]),
+    ],
+)
 def test_sweep_configs_compose(run_cli, sweep: str, expected: list[str]) -> None:
-    out = run_cli("search", flags=("--config-dir", str(SWEEPS), "--config-name", sweep, "--cfg", "hydra"),
-                  tiny=False).stdout
+    out = run_cli(
+        "search", flags=("--config-dir", str(SWEEPS), "--config-name", sweep, "--cfg", "hydra"), tiny=False
+    ).stdout
     for text in expected:
         assert text in out
 
@@ -137,13 +152,22 @@ def test_search_without_budget_builds_the_unconstrained_front(run_cli, tmp_path:
 
 def test_killed_worker_leaves_no_trial_running_forever(run_cli, cache_dir: Path, tmp_path: Path) -> None:
     import optuna
+    from helpers import TINY
     from optuna.trial import TrialState
 
-    from helpers import TINY
-
     run_cli("sensitivity")  # warm caches, so the worker reaches its trials quickly
-    args = [sys.executable, "-m", "psvit.search", *TINY, "+budget=0.3", "search.study_name=killed", "search.n_trials=3",
-            "search.finalize=false", "search.heartbeat_interval=1", "search.grace_period=2"]
+    args = [
+        sys.executable,
+        "-m",
+        "psvit.search",
+        *TINY,
+        "+budget=0.3",
+        "search.study_name=killed",
+        "search.n_trials=3",
+        "search.finalize=false",
+        "search.heartbeat_interval=1",
+        "search.grace_period=2",
+    ]
     env = {**os.environ, "PSVIT_CACHE_DIR": str(cache_dir)}
     worker = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
@@ -152,7 +176,9 @@ def test_killed_worker_leaves_no_trial_running_forever(run_cli, cache_dir: Path,
             if worker.poll() is not None:
                 break
             try:
-                trials = optuna.load_study(study_name="killed", storage=storage).get_trials(states=(TrialState.RUNNING,))
+                trials = optuna.load_study(study_name="killed", storage=storage).get_trials(
+                    states=(TrialState.RUNNING,)
+                )
             except Exception:  # the study does not exist yet
                 trials = []
             # all its parameters are recorded (its MLflow run is opened after the last one): the retry must reuse them
@@ -166,8 +192,15 @@ def test_killed_worker_leaves_no_trial_running_forever(run_cli, cache_dir: Path,
     assert trials, "the worker never started a trial"
     killed = trials[0].number
     time.sleep(3)  # past the grace period: the dead worker's heartbeat is stale
-    out = run_cli("search", "+budget=0.3", "search.study_name=killed", "search.n_trials=3", "search.finalize=false",
-                  "search.heartbeat_interval=1", "search.grace_period=2").stdout
+    out = run_cli(
+        "search",
+        "+budget=0.3",
+        "search.study_name=killed",
+        "search.n_trials=3",
+        "search.finalize=false",
+        "search.heartbeat_interval=1",
+        "search.grace_period=2",
+    ).stdout
     assert "3 complete" in out
     st = optuna.load_study(study_name="killed", storage=storage)
     states = {t.number: t.state for t in st.trials}
@@ -178,8 +211,16 @@ def test_killed_worker_leaves_no_trial_running_forever(run_cli, cache_dir: Path,
 
 
 def test_strategy_sampler_evaluates_only_its_allocations(run_cli, tmp_path: Path) -> None:
-    out = run_cli("search", "+budget=0.3", "search.study_name=psv", "search.sampler=psvit", "search.priors=false",
-                  "search.n_trials=3", "search.finalize=false", "search.latency_repeats=1").stdout
+    out = run_cli(
+        "search",
+        "+budget=0.3",
+        "search.study_name=psv",
+        "search.sampler=psvit",
+        "search.priors=false",
+        "search.n_trials=3",
+        "search.finalize=false",
+        "search.latency_repeats=1",
+    ).stdout
     assert "3 complete" in out
     savings = [t.values[1] for t in study(tmp_path, "psv").trials]
     assert len(savings) == 3 and savings == sorted(savings) and savings[0] >= 0.3  # a ladder of budgets from 0.3

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import TINY, compose
 
 from psvit.allocation import project_to_saving, repair_to_budget, sensitivity_greedy
 from psvit.budget import MemoryModel
 from psvit.prune import PruneConstraints, prune
 from psvit.workflow import sensitivity, setup
-from helpers import TINY, compose
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,8 +82,14 @@ def study_trials(tmp_path: Path, name: str):
 
 def test_guided_search_wastes_no_trial_and_starts_from_psvit_exactly(run_cli, tiny, tmp_path: Path) -> None:
     s, table = tiny
-    out = run_cli("search", "+budget=0.6", "search.study_name=g", "search.n_trials=8", "search.latency_repeats=1",
-                  "search.finalize=false").stdout
+    out = run_cli(
+        "search",
+        "+budget=0.6",
+        "search.study_name=g",
+        "search.n_trials=8",
+        "search.latency_repeats=1",
+        "search.finalize=false",
+    ).stdout
     assert "8 complete" in out
     trials = study_trials(tmp_path, "g")
     assert len(trials) == 8 and all(t.state.name == "COMPLETE" for t in trials)
@@ -100,8 +106,16 @@ def test_guided_search_wastes_no_trial_and_starts_from_psvit_exactly(run_cli, ti
 
 
 def test_repair_makes_every_tpe_trial_feasible(run_cli, tmp_path: Path) -> None:
-    run_cli("search", "+budget=0.6", "search.study_name=t", "search.sampler=tpe", "search.priors=false",
-            "search.n_trials=6", "search.latency_repeats=1", "search.finalize=false")
+    run_cli(
+        "search",
+        "+budget=0.6",
+        "search.study_name=t",
+        "search.sampler=tpe",
+        "search.priors=false",
+        "search.n_trials=6",
+        "search.latency_repeats=1",
+        "search.finalize=false",
+    )
     trials = study_trials(tmp_path, "t")
     assert all(t.values[1] >= 0.6 for t in trials)
     for t in trials:  # the parameters are what was sampled; the ratios what was pruned
@@ -111,8 +125,22 @@ def test_repair_makes_every_tpe_trial_feasible(run_cli, tmp_path: Path) -> None:
 def test_search_quality_benchmark_quick_path(cache_dir: Path, tmp_path: Path) -> None:
     """``bench/search_quality.py --quick``, cut to 4 trials and three strategies, writes its JSON, table and plot."""
     out = tmp_path / "bq"
-    args = [sys.executable, str(ROOT / "bench" / "search_quality.py"), "--quick", "--trials", "2", "4",
-            "--strategies", "psvit", "random", "guided", "--cache-dir", str(cache_dir), "--out", str(out)]
+    args = [
+        sys.executable,
+        str(ROOT / "bench" / "search_quality.py"),
+        "--quick",
+        "--trials",
+        "2",
+        "4",
+        "--strategies",
+        "psvit",
+        "random",
+        "guided",
+        "--cache-dir",
+        str(cache_dir),
+        "--out",
+        str(out),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr

@@ -56,8 +56,17 @@ def test_malicious_checkpoint_is_refused_by_the_cli(run_cli, tmp_path: Path) -> 
 
 def test_malicious_psvit_checkpoint_is_refused(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
-    model = psvit.create_model("spikformer", variant="cifar", img_size=16, embed_dim=16, num_heads=2, depth=1, T=2,
-                               in_channels=1, num_classes=10)
+    model = psvit.create_model(
+        "spikformer",
+        variant="cifar",
+        img_size=16,
+        embed_dim=16,
+        num_heads=2,
+        depth=1,
+        T=2,
+        in_channels=1,
+        num_classes=10,
+    )
     path = psvit.save(model, tmp_path / "model.pt", meta={"note": "fine"})
     payload = torch.load(path, weights_only=True)
     payload["meta"]["note"] = Payload(marker)
@@ -102,9 +111,12 @@ SOURCES = sorted(PACKAGE.rglob("*.py"))
 @pytest.mark.parametrize("path", SOURCES, ids=[str(p.relative_to(PACKAGE)) for p in SOURCES])
 def test_loads_are_weights_only_and_nothing_reaches_a_shell(path: Path) -> None:
     tree = ast.parse(path.read_text())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
-                for alias in node.names} | {node.module.split(".")[0] for node in ast.walk(tree)
-                                             if isinstance(node, ast.ImportFrom) and node.module}
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in node.names
+    } | {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     assert not imported & {"subprocess", "pty", "shlex"}, "psvit runs no external command"
     for name, call in calls(tree):
         assert name not in {"os.system", "os.popen", "eval", "exec", "pickle.load", "pickle.loads"}, name

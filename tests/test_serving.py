@@ -29,8 +29,14 @@ from psvit.data import build_splits
 from psvit.train import predict
 
 NAME = "psvit-served"
-SEARCH = ["+budget=0.3", "search.n_trials=3", "search.latency_repeats=1", "search.n_startup_trials=2",
-          "search.export=true", f"search.register_model={NAME}"]
+SEARCH = [
+    "+budget=0.3",
+    "search.n_trials=3",
+    "search.latency_repeats=1",
+    "search.n_startup_trials=2",
+    "search.export=true",
+    f"search.register_model={NAME}",
+]
 
 
 @dataclass(frozen=True)
@@ -74,9 +80,12 @@ def test_search_exports_logs_and_registers_the_chosen_model(searched: Searched, 
     out = searched.out
     onnx = searched.checkpoint.with_suffix(".onnx")
     assert f"onnx: {onnx}\n" in out and onnx.is_file()
-    parity = re.search(r"^parity \(onnxruntime CPUExecutionProvider, (\d+) images\): vs torch graph \(BN folded\) "
-                       r"max \|dlogit\| (\S+), top-1 (\S+)%; vs psvit model max \|dlogit\| \S+, top-1 (\S+)%$",
-                       out, re.MULTILINE)
+    parity = re.search(
+        r"^parity \(onnxruntime CPUExecutionProvider, (\d+) images\): vs torch graph \(BN folded\) "
+        r"max \|dlogit\| (\S+), top-1 (\S+)%; vs psvit model max \|dlogit\| \S+, top-1 (\S+)%$",
+        out,
+        re.MULTILINE,
+    )
     assert parity and int(parity[1]) > 100 and float(parity[2]) <= 1e-4 and float(parity[3]) == 100.0
     assert float(parity[4]) >= 99.0
     assert re.search(r"^  onnxruntime +batch 1: [\d.]+, batch 64: [\d.]+$", out, re.MULTILINE)
@@ -86,8 +95,10 @@ def test_search_exports_logs_and_registers_the_chosen_model(searched: Searched, 
     run = client.get_run(run_id)
     assert run.data.tags["psvit.export"] == "ok" and run.data.metrics["parity_top1_graph"] == 1.0
     assert {"latency_onnxruntime_b1_ms", "latency_torch_eager_b64_ms"} <= set(run.data.metrics)
-    assert {a.path for a in client.list_artifacts(run_id, "final_model")} == {"final_model/pruned.pt",
-                                                                              "final_model/pruned.onnx"}
+    assert {a.path for a in client.list_artifacts(run_id, "final_model")} == {
+        "final_model/pruned.pt",
+        "final_model/pruned.onnx",
+    }
     model_id = re.search(r"^MLflow Model: models:/(\S+) ", out, re.MULTILINE)[1]
     logged = mlflow_at.get_logged_model(model_id)
     assert logged.source_run_id == run_id and logged.name == "model"
@@ -101,12 +112,14 @@ def test_registered_version_has_the_searchs_tags(searched: Searched, mlflow_at) 
     assert tags["budget"] == "0.3" and tags["trial"] == chosen[1]
     assert abs(float(tags["val_acc"]) - float(chosen[2])) < 1e-4 and float(tags["saving"]) >= 0.3
     assert re.search(rf"^study '{re.escape(tags['study'])}': ran 3 trials here", searched.out, re.MULTILINE)
-    assert float(tags["test_acc"]) == pytest.approx(psvit.checkpoint.read(searched.checkpoint)["meta"]["test_acc"],
-                                                    abs=1e-6)
+    assert float(tags["test_acc"]) == pytest.approx(
+        psvit.checkpoint.read(searched.checkpoint)["meta"]["test_acc"], abs=1e-6
+    )
 
 
-def test_pyfunc_loads_without_pickle_and_predicts_as_psvit(searched: Searched, mlflow_at,
-                                                          monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_pyfunc_loads_without_pickle_and_predicts_as_psvit(
+    searched: Searched, mlflow_at, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")  # a cloudpickled model would not load
     model = mlflow_at.pyfunc.load_model(f"models:/{NAME}/1")
     images = digit_images(50)
@@ -124,18 +137,30 @@ def test_pyfunc_loads_without_pickle_and_predicts_as_psvit(searched: Searched, m
 
 def test_export_cli_on_the_searchs_checkpoint(searched: Searched, tmp_path: Path) -> None:
     out_file = tmp_path / "chosen.onnx"
-    args = [sys.executable, "-m", "psvit.export", f"checkpoint={searched.checkpoint}", "format=onnx",
-            f"out={out_file}", "parity.images=128", "latency.repeats=5"]
+    args = [
+        sys.executable,
+        "-m",
+        "psvit.export",
+        f"checkpoint={searched.checkpoint}",
+        "format=onnx",
+        f"out={out_file}",
+        "parity.images=128",
+        "latency.repeats=5",
+    ]
     run = subprocess.run(args, cwd=tmp_path, env=searched.env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     assert lines[0] == f"onnx: {out_file}" and out_file.is_file()
     assert lines[1].startswith("exporter: torch.onnx dynamo exporter")
-    assert re.match(r"parity \(onnxruntime CPUExecutionProvider, 128 images\): .* top-1 100\.00%; .* top-1 \S+%$",
-                    lines[2])
-    latency = {m[1]: (float(m[2]), float(m[3])) for m in
-               re.finditer(r"^  (torch eager|onnxruntime) +batch 1: ([\d.]+), batch 64: ([\d.]+)$", run.stdout,
-                           re.MULTILINE)}
+    assert re.match(
+        r"parity \(onnxruntime CPUExecutionProvider, 128 images\): .* top-1 100\.00%; .* top-1 \S+%$", lines[2]
+    )
+    latency = {
+        m[1]: (float(m[2]), float(m[3]))
+        for m in re.finditer(
+            r"^  (torch eager|onnxruntime) +batch 1: ([\d.]+), batch 64: ([\d.]+)$", run.stdout, re.MULTILINE
+        )
+    }
     assert set(latency) == {"torch eager", "onnxruntime"}
     assert latency["onnxruntime"][0] <= latency["torch eager"][0]  # the goal: batch 1 at least as fast as eager
 
@@ -145,9 +170,18 @@ def test_a_parity_failure_is_reported_and_logged_and_the_search_succeeds(searche
     prints and logs it, still logs the MLflow Model, and ends with exit code 0 and its parent run FINISHED."""
     import mlflow
 
-    args = [sys.executable, "-m", "psvit.search", *TINY, "+budget=0.3", "search.n_trials=2",
-            "search.n_startup_trials=1", "search.latency_repeats=1", "search.export=true",
-            "++search.parity.min_top1_model=1.01"]
+    args = [
+        sys.executable,
+        "-m",
+        "psvit.search",
+        *TINY,
+        "+budget=0.3",
+        "search.n_trials=2",
+        "search.n_startup_trials=1",
+        "search.latency_repeats=1",
+        "search.export=true",
+        "++search.parity.min_top1_model=1.01",
+    ]
     run = subprocess.run(args, cwd=tmp_path, env=searched.env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, f"{run.stdout}\n{run.stderr}"  # the cache is warm: the searched fixture's base
     failure = "top-1 agreement 100.00% < 101% vs the psvit model"
@@ -160,8 +194,10 @@ def test_a_parity_failure_is_reported_and_logged_and_the_search_succeeds(searche
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["psvit.export"] == f"parity failed: {failure}"
     assert parent.data.metrics["parity_top1_model"] == 1.0 and parent.data.metrics["parity_max_abs_logit"] <= 1e-4
-    assert {a.path for a in client.list_artifacts(run_id, "final_model")} == {"final_model/pruned.pt",
-                                                                              "final_model/pruned.onnx"}
+    assert {a.path for a in client.list_artifacts(run_id, "final_model")} == {
+        "final_model/pruned.pt",
+        "final_model/pruned.onnx",
+    }
 
 
 def free_port() -> int:
@@ -185,11 +221,27 @@ def serving(searched: Searched, log: Path, startup: float = 240) -> Iterator[str
     The server's whole process group is stopped at the end."""
     port = free_port()
     env = {**searched.env, "MLFLOW_TRACKING_URI": searched.tracking_uri, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
-    args = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{NAME}/1", "--env-manager", "local",
-            "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    args = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        f"models:/{NAME}/1",
+        "--env-manager",
+        "local",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-w",
+        "1",
+    ]
     with open(log, "w") as sink:
-        proc = subprocess.Popen(args, cwd=searched.folder, env=env, stdout=sink, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            args, cwd=searched.folder, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + startup
@@ -233,13 +285,23 @@ def test_mlflow_models_serve_answers_good_and_bad_requests(searched: Searched, t
         assert status == 200 and np.array(json.loads(body)["predictions"]).shape == (1, 10)  # still serving
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    (["search.export=false", f"search.register_model={NAME}"], "search.register_model needs search.finalize=true and "
-                                                              "search.export=true"),
-    (["search.register_model=''"], "search.register_model must be null or a model name"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["search.export=false", f"search.register_model={NAME}"],
+            "search.register_model needs search.finalize=true and search.export=true",
+        ),
+        (["search.register_model=''"], "search.register_model must be null or a model name"),
+    ],
+)
 def test_register_model_needs_an_export(overrides: list[str], message: str, tmp_path: Path) -> None:
-    run = subprocess.run([sys.executable, "-m", "psvit.search", "+budget=0.3", *overrides], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "psvit.search", "+budget=0.3", *overrides],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 2 and run.stderr.startswith(f"error: {message}"), run.stderr
     assert not list(tmp_path.iterdir())  # nothing written

@@ -6,13 +6,15 @@ import random
 
 import pytest
 import torch
+from official_reference import official_shapes
+from sdt_reference import SDT_8_512_KEYS, reference_forward
 from spikingjelly.activation_based import neuron
+from test_prune import dead_channels, logits, other_channels, prune_dead, silence
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.flop_counter import FlopCounterMode
 
 import psvit
-from official_reference import official_shapes
 from psvit.budget import select_groups
 from psvit.cost import count_flops, count_params, layer_macs, spike_probes, weight_bytes
 from psvit.data import build_splits
@@ -20,24 +22,53 @@ from psvit.errors import ConfigError
 from psvit.models import create_model
 from psvit.models.lif import LIFNode
 from psvit.prune import PruneConstraints, Spikes, firing_rates, list_groups, prune, recalibrate_bn, width_config
-from sdt_reference import SDT_8_512_KEYS, reference_forward
-from test_prune import dead_channels, logits, other_channels, prune_dead, silence
 
-SDT_8_512 = {"img_size": 224, "pooling_stat": "1111", "embed_dim": 512, "num_heads": 8, "mlp_ratio": 4.0,
-             "depth": 8, "T": 4, "in_channels": 3, "num_classes": 1000}
+SDT_8_512 = {
+    "img_size": 224,
+    "pooling_stat": "1111",
+    "embed_dim": 512,
+    "num_heads": 8,
+    "mlp_ratio": 4.0,
+    "depth": 8,
+    "T": 4,
+    "in_channels": 3,
+    "num_classes": 1000,
+}
 #: Small models of both stem layouts: CIFAR-style (patch 4) and ImageNet-style (patch 16).
 SMALL = {
-    "0011": {"img_size": 16, "pooling_stat": "0011", "embed_dim": 32, "num_heads": 4, "mlp_ratio": 2.0,
-             "depth": 2, "T": 4, "in_channels": 1, "num_classes": 10},
-    "1111": {"img_size": 64, "pooling_stat": "1111", "embed_dim": 32, "num_heads": 4, "mlp_ratio": 2.0,
-             "depth": 2, "T": 4, "in_channels": 1, "num_classes": 10},
+    "0011": {
+        "img_size": 16,
+        "pooling_stat": "0011",
+        "embed_dim": 32,
+        "num_heads": 4,
+        "mlp_ratio": 2.0,
+        "depth": 2,
+        "T": 4,
+        "in_channels": 1,
+        "num_classes": 10,
+    },
+    "1111": {
+        "img_size": 64,
+        "pooling_stat": "1111",
+        "embed_dim": 32,
+        "num_heads": 4,
+        "mlp_ratio": 2.0,
+        "depth": 2,
+        "T": 4,
+        "in_channels": 1,
+        "num_classes": 10,
+    },
 }
 
 
 def _random_state_dict(shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
-    return {k: torch.randint(0, 1000, s, generator=gen) if k.endswith("num_batches_tracked")
-            else torch.randn(s, generator=gen) for k, s in shapes.items()}
+    return {
+        k: torch.randint(0, 1000, s, generator=gen)
+        if k.endswith("num_batches_tracked")
+        else torch.randn(s, generator=gen)
+        for k, s in shapes.items()
+    }
 
 
 def test_official_state_dict_loads_strictly_and_counts_match() -> None:
@@ -88,14 +119,18 @@ def test_forward_matches_independent_official_reference(setup) -> None:
     model, batches = setup
     images = batches[0][0]
     spikes: dict[str, torch.Tensor] = {}
-    hooks = [m.register_forward_hook(lambda _m, _i, out, name=name: spikes.__setitem__(name, out))
-             for name, m in model.named_modules() if isinstance(m, neuron.LIFNode)]
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out, name=name: spikes.__setitem__(name, out))
+        for name, m in model.named_modules()
+        if isinstance(m, neuron.LIFNode)
+    ]
     out = logits(model, images)
     for hook in hooks:
         hook.remove()
     config = model.config
-    ref_logits, ref_spikes = reference_forward(model.state_dict(), config["num_heads"], config["T"],
-                                               config["pooling_stat"], images)
+    ref_logits, ref_spikes = reference_forward(
+        model.state_dict(), config["num_heads"], config["T"], config["pooling_stat"], images
+    )
     assert spikes.keys() == ref_spikes.keys()
     for name, ref in ref_spikes.items():
         assert 0.0 < ref.mean().item() < 1.0, f"{name} never or always fires"
@@ -117,13 +152,24 @@ def test_neurons_are_the_official_ones() -> None:
 def test_groups_cover_every_width(setup) -> None:
     model, _ = setup
     groups = list_groups(model)
-    assert [g.name for g in groups] == ["sps.stage0", "sps.stage1", "sps.stage2", "embed", "block0.attn.qkv",
-                                        "block0.mlp", "block1.attn.qkv", "block1.mlp"]
+    assert [g.name for g in groups] == [
+        "sps.stage0",
+        "sps.stage1",
+        "sps.stage2",
+        "embed",
+        "block0.attn.qkv",
+        "block0.mlp",
+        "block1.attn.qkv",
+        "block1.mlp",
+    ]
     state = model.state_dict()
     for g in groups:
         assert all(state[s.key].shape[s.dim] == g.width for s in g.slices), g.name
-    lifs = [Spikes(name, 2) for name, m in model.named_modules() if isinstance(m, LIFNode)
-            and not name.endswith("talking_heads_lif")]
+    lifs = [
+        Spikes(name, 2)
+        for name, m in model.named_modules()
+        if isinstance(m, LIFNode) and not name.endswith("talking_heads_lif")
+    ]
     rates = firing_rates(model, lifs, setup[1][:1])
     assert len(rates) == 17 and all(0.2 < float(r.mean()) < 0.8 for r in rates.values()), rates
 
@@ -196,12 +242,15 @@ def test_pruned_model_round_trips_through_a_checkpoint(setup, tmp_path) -> None:
     assert torch.equal(logits(loaded, batches[0][0]), logits(pruned.eval(), batches[0][0]))
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ({"pooling_stat": "012"}, "pooling_stat"),
-    ({"img_size": 18}, "multiple of the patch size"),
-    ({"mlp_ratio": 1.0}, "mlp_ratio"),
-    ({"qkv_dims": [8]}, "one width per block"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"pooling_stat": "012"}, "pooling_stat"),
+        ({"img_size": 18}, "multiple of the patch size"),
+        ({"mlp_ratio": 1.0}, "mlp_ratio"),
+        ({"qkv_dims": [8]}, "one width per block"),
+    ],
+)
 def test_bad_configs_are_one_line_config_errors(override, message) -> None:
     with pytest.raises(ConfigError, match=message):
         create_model("sdt", **{**SMALL["0011"], **override})

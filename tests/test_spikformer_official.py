@@ -5,9 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from spikingjelly.activation_based import functional, neuron
-from torch import nn
-
+from helpers import calibrated
 from official_reference import (
     ATTN_V_THRESHOLD,
     CIFAR_4_384_KEYS,
@@ -18,31 +16,73 @@ from official_reference import (
     official_shapes,
     reference_forward,
 )
+from spikingjelly.activation_based import functional, neuron
+from torch import nn
+
 from psvit.models import create_model
 from psvit.models.lif import LIFNode, lif
-
-from helpers import calibrated
 
 COMMON = {"mlp_ratio": 4.0, "T": 4, "in_channels": 3}
 # variant -> (official config, key listing, state_dict entries, parameters, parameters without norm1/norm2)
 OFFICIAL = {
-    "cifar": ({"variant": "cifar", "img_size": 32, "embed_dim": 384, "num_heads": 12, "depth": 4,
-               "num_classes": 10, **COMMON}, CIFAR_4_384_KEYS, 216, 9_330_874, None),
-    "imagenet": ({"variant": "imagenet", "img_size": 224, "embed_dim": 512, "num_heads": 8, "depth": 8,
-                  "num_classes": 1000, **COMMON}, IMAGENET_8_512_KEYS, 376, 29_705_768, 29_689_384),
+    "cifar": (
+        {
+            "variant": "cifar",
+            "img_size": 32,
+            "embed_dim": 384,
+            "num_heads": 12,
+            "depth": 4,
+            "num_classes": 10,
+            **COMMON,
+        },
+        CIFAR_4_384_KEYS,
+        216,
+        9_330_874,
+        None,
+    ),
+    "imagenet": (
+        {
+            "variant": "imagenet",
+            "img_size": 224,
+            "embed_dim": 512,
+            "num_heads": 8,
+            "depth": 8,
+            "num_classes": 1000,
+            **COMMON,
+        },
+        IMAGENET_8_512_KEYS,
+        376,
+        29_705_768,
+        29_689_384,
+    ),
 }
 SMALL = {
-    "cifar": {"variant": "cifar", "img_size": 32, "embed_dim": 64, "num_heads": 4, "depth": 2,
-              "num_classes": 10, **COMMON},
-    "imagenet": {"variant": "imagenet", "img_size": 64, "embed_dim": 64, "num_heads": 4, "depth": 2,
-                 "num_classes": 10, **COMMON},
+    "cifar": {
+        "variant": "cifar",
+        "img_size": 32,
+        "embed_dim": 64,
+        "num_heads": 4,
+        "depth": 2,
+        "num_classes": 10,
+        **COMMON,
+    },
+    "imagenet": {
+        "variant": "imagenet",
+        "img_size": 64,
+        "embed_dim": 64,
+        "num_heads": 4,
+        "depth": 2,
+        "num_classes": 10,
+        **COMMON,
+    },
 }
 
 
 def _random_state_dict(shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
     return {
-        k: torch.randint(0, 1000, shape, generator=gen) if k.endswith("num_batches_tracked")
+        k: torch.randint(0, 1000, shape, generator=gen)
+        if k.endswith("num_batches_tracked")
         else torch.randn(shape, generator=gen)
         for k, shape in shapes.items()
     }
@@ -80,7 +120,8 @@ def _lif_outputs(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, 
     spikes: dict[str, torch.Tensor] = {}
     handles = [
         m.register_forward_hook(lambda _m, _i, out, name=name: spikes.__setitem__(name, out))
-        for name, m in model.named_modules() if isinstance(m, neuron.LIFNode)
+        for name, m in model.named_modules()
+        if isinstance(m, neuron.LIFNode)
     ]
     with torch.no_grad():
         logits = model(images)
@@ -103,8 +144,9 @@ def test_forward_matches_official_reference(variant: str) -> None:
         rate = ref.mean().item()
         assert 0.01 < rate < 0.99, f"{name} fires at rate {rate:.3f}: calibration left it trivial"
         # Layouts differ per layer (tokens- or channels-major); per-step, per-image spike counts do not.
-        assert torch.equal(spikes[name].sum(dim=tuple(range(2, spikes[name].dim()))),
-                           ref.sum(dim=tuple(range(2, ref.dim())))), name
+        assert torch.equal(
+            spikes[name].sum(dim=tuple(range(2, spikes[name].dim()))), ref.sum(dim=tuple(range(2, ref.dim())))
+        ), name
     assert logits.shape == (images.shape[0], config["num_classes"])
     assert logits.std(dim=0).min() > 1e-3  # images give different logits
     torch.testing.assert_close(logits, ref_logits)
@@ -143,8 +185,7 @@ def _sj_lif(v_threshold: float) -> neuron.LIFNode:
 @pytest.mark.parametrize("v_threshold", [V_THRESHOLD, ATTN_V_THRESHOLD])
 @pytest.mark.parametrize("shape", [(4, 2, 16, 64), (4, 3, 8, 5, 5), (1, 7), (8, 1000)])
 @pytest.mark.parametrize("quantized", [False, True], ids=["continuous", "on-threshold"])
-def test_fast_lif_is_bit_identical_to_spikingjelly(shape: tuple[int, ...], v_threshold: float,
-                                                   quantized: bool) -> None:
+def test_fast_lif_is_bit_identical_to_spikingjelly(shape: tuple[int, ...], v_threshold: float, quantized: bool) -> None:
     gen = torch.Generator().manual_seed(len(shape) * 10 + int(quantized))
     if quantized:  # multiples of 1/4 hit the threshold exactly, exercising the h >= v_threshold edge
         x = torch.randint(-4, 12, shape, generator=gen).float() * 0.25

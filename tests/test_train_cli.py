@@ -37,9 +37,19 @@ def test_training_is_deterministic_under_a_seed() -> None:
     weights = []
     for _ in range(2):
         seed_everything(3)
-        model = psvit.create_model("spikformer", variant="cifar", img_size=16, embed_dim=16, num_heads=2, depth=1,
-                                   T=2, in_channels=1, num_classes=10)
-        train_model(model, subset, epochs=1, batch_size=32, seed=3, progress=False,
-                    compute=Compute(torch.device("cpu")))
+        model = psvit.create_model(
+            "spikformer",
+            variant="cifar",
+            img_size=16,
+            embed_dim=16,
+            num_heads=2,
+            depth=1,
+            T=2,
+            in_channels=1,
+            num_classes=10,
+        )
+        train_model(
+            model, subset, epochs=1, batch_size=32, seed=3, progress=False, compute=Compute(torch.device("cpu"))
+        )
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.equal(weights[0], weights[1])
