@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 MARKER = re.compile(r"<!-- generated:(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /generated:(?P=name) -->", re.S)
 
-COMPRESSION = RESULTS / "compression" / "run-20261202-051952.json"
+COMPRESSION = RESULTS / "compression" / "run-20261202-051952.json"  # digits, seed 1: every method
+COMPRESSION_MNIST = RESULTS / "compression" / "run-20261202-155000.json"  # MNIST-10k, seed 2: the bit methods
 SEARCH_QUALITY_MD = RESULTS / "search_quality" / "search_quality.md"
 METHODOLOGY_MD = RESULTS / "methodology.md"
 PRUNE_MD = RESULTS / "prune.md"
@@ -158,8 +159,13 @@ COMPRESSION_NAMES = {
 }
 
 
-def compression_runs() -> list[dict[str, Any]]:
-    return load_json(COMPRESSION)["runs"]
+def compression_runs(path: Path = COMPRESSION) -> list[dict[str, Any]]:
+    return load_json(path)["runs"]
+
+
+def compression_base(path: Path) -> dict[str, Any]:
+    (base,) = load_json(path)["bases"]
+    return base
 
 
 def search_quality_rows(dataset: str, budget: str) -> dict[str, list[dict[str, str]]]:
@@ -188,6 +194,28 @@ def headline(doc: Path) -> str:
         [setting, COMPRESSION_NAMES[m], pct(runs[m]["saving"]), pct(runs[m]["test_before"]), pct(runs[m]["test_after"])]
         for m in ("pruning", "uniform2", "greedy_bits", "joint")
     ]
+    mnist = {r["method"]: r for r in compression_runs(COMPRESSION_MNIST)}
+    base = compression_base(COMPRESSION_MNIST)
+    setting = f"compression: MNIST-10k, seed {base['seed']}, budget {mnist['joint']['budget']:g}"
+    rows.append(
+        [
+            f"{setting} (base: {pct(base['test_acc'])} test)",
+            "uniform 4-bit, nothing pruned",
+            pct(mnist["uniform4"]["saving"]),
+            pct(mnist["uniform4"]["test_before"]),
+            pct(mnist["uniform4"]["test_after"]),
+        ]
+    )
+    rows += [
+        [
+            setting,
+            COMPRESSION_NAMES[m],
+            pct(mnist[m]["saving"]),
+            pct(mnist[m]["test_before"]),
+            pct(mnist[m]["test_after"]),
+        ]
+        for m in ("greedy_bits", "joint")
+    ]
     for budget in ("0.6", "0.75"):
         sq = search_quality_rows("mnist", budget)
         for strategy, trials, name in (
@@ -204,7 +232,7 @@ def headline(doc: Path) -> str:
                     f"{row['test acc, fine-tuned %']}%",
                 ]
             )
-    command = load_json(COMPRESSION)["command"]
+    command, mnist_blob = load_json(COMPRESSION)["command"], load_json(COMPRESSION_MNIST)
     return (
         table(
             ["benchmark", "method", "memory saving", "test acc, before fine-tune", "test acc, after fine-tune"],
@@ -212,13 +240,14 @@ def headline(doc: Path) -> str:
             right=2,
         )
         + f"\n\n{source(doc, COMPRESSION, command, load_json(COMPRESSION)['git_commit'])}"
+        + f"\n{source(doc, COMPRESSION_MNIST, mnist_blob['command'], mnist_blob['git_commit'])}"
         + f"\n{search_quality_commits(doc)}"
     )
 
 
 def compression(doc: Path) -> str:
     rows = []
-    for r in compression_runs():
+    for r in compression_runs() + compression_runs(COMPRESSION_MNIST):
         bits = sorted(set(r["bits"].values()))
         rows.append(
             [
@@ -235,7 +264,7 @@ def compression(doc: Path) -> str:
                 ", ".join(map(str, bits)) or "32",
             ]
         )
-    blob = load_json(COMPRESSION)
+    blob, mnist = load_json(COMPRESSION), load_json(COMPRESSION_MNIST)
     return (
         table(
             [
@@ -255,6 +284,7 @@ def compression(doc: Path) -> str:
             right=3,
         )
         + f"\n\n{source(doc, COMPRESSION, blob['command'], blob['git_commit'])}"
+        + f"\n{source(doc, COMPRESSION_MNIST, mnist['command'], mnist['git_commit'])}"
     )
 
 
