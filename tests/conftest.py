@@ -1,4 +1,6 @@
-"""Shared fixtures: a tiny, quickly trained base model, and a runner for the real CLI in a subprocess."""
+"""Shared fixtures: a tiny, quickly trained base model, and a runner for the real CLI in a subprocess; and the
+order in which the two xdist workers take the tests (``--dist loadgroup``, see :func:`pytest_collection_modifyitems`).
+"""
 
 from __future__ import annotations
 
@@ -11,14 +13,32 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
-
-from helpers import TINY_BY_COMMAND
+from helpers import TINY_BY_COMMAND, compose
 
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One base-model/sensitivity cache for the whole test session (the base trains once)."""
-    return tmp_path_factory.mktemp("psvit-cache")
+    """One base-model/sensitivity cache for the whole run, shared by both xdist workers: each base model and table
+    is made once (psvit.cache makes an entry in exactly one process, under a file lock; a process that needs an
+    entry another one is making waits for it, then loads it)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the workers' temporary folders (popen-gw0, popen-gw1) are in one folder of this run
+    path = root / "psvit-cache"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(cache_dir: Path):
+    """The tiny base model and its sensitivity table (the ones every ``run_cli`` search, prune and sensitivity
+    command uses) in :func:`cache_dir`, made in this process if no worker has made them yet: a test that asks for
+    it starts its commands on a warm cache. Returns the search command's :class:`psvit.workflow.Setup` and table."""
+    from psvit.workflow import sensitivity, setup
+
+    s = setup(compose("search", *TINY_BY_COMMAND["search"], f"cache_dir={cache_dir}"))
+    table, _ = sensitivity(s)
+    return s, table
 
 
 @pytest.fixture
@@ -36,3 +56,99 @@ def run_cli(cache_dir: Path, tmp_path: Path):
         return result
 
     return run
+
+
+# --- Scheduling --------------------------------------------------------------------------------------------------
+#
+# The suite is mostly real CLI runs in subprocesses, a few of them minutes long, on 2 workers (pyproject's addopts:
+# -n 2 --dist loadgroup). xdist hands out work units in collection order: a unit is a whole test file, except in the
+# files of SPLIT, where each test is its own unit (tests that share a module-scoped fixture stay one unit, so the
+# fixture runs once). The units are ordered longest first (by COST), so the long ones start at once on both workers
+# and the short ones fill in at the end, where they keep both workers busy until the last test.
+
+#: Files whose tests are independent and long enough to be worth spreading over both workers.
+SPLIT = {"test_search.py", "test_faults.py", "test_methodology.py", "test_scale.py", "test_search_quality.py",
+         "test_bad_input.py", "test_cluster_stack.py", "test_api.py", "test_gpu_sweeps.py", "test_held_out.py"}
+
+#: Rough seconds per test on a 2-core CI machine (for the order only: a stale number costs balance, not results);
+#: a test that matches no key costs 0.2 s. Keys: "file::test" (matched as a prefix of the test's id) or "file".
+COST = {
+    "test_mlflow_ui.py": 90,
+    "test_search.py::test_search_end_to_end_and_resume": 80,
+    "test_faults.py::test_kill_9": 60,
+    "test_faults.py::test_an_interrupt": 45,
+    "test_faults.py::test_reusing": 35,
+    "test_faults.py::test_workers_started_together": 55,
+    "test_export.py": 150,
+    "test_serving.py": 90,
+    "test_api.py::test_api_search": 100,
+    "test_api.py::test_api_prune": 35,
+    "test_search.py::test_two_parallel_workers": 70,
+    "test_search.py::test_killed_worker": 60,
+    "test_search.py::test_search_without_budget": 45,
+    "test_search.py::test_strategy_sampler": 30,
+    "test_search.py::test_bad_budget": 3,
+    "test_search.py::test_sweep_configs_compose": 4,
+    "test_compression_bench.py": 90,
+    "test_family_cli.py": 75,
+    "test_bench_gpu.py": 70,
+    "test_cluster_stack.py": 55,
+    "test_scale.py::test_multi_fidelity": 45,
+    "test_scale.py::test_base_cache_is_keyed": 45,
+    "test_scale.py::test_bf16": 5,
+    "test_search_quality.py::test_search_quality_benchmark": 60,
+    "test_search_quality.py::test_guided": 40,
+    "test_search_quality.py::test_repair_makes": 25,
+    "test_search_quality.py": 2,
+    "test_methodology.py::test_prune_cli": 35,
+    "test_methodology.py::test_infeasible": 15,
+    "test_methodology.py::test_sensitivity_cli": 20,
+    "test_methodology.py": 2,
+    "test_gpu_sweeps.py::test_local_gpu_sweep": 25,
+    "test_gpu_sweeps.py": 6,
+    "test_recovery.py": 12,
+    "test_held_out.py": 15,
+    "test_train_cli.py": 8,
+    "test_spikingjelly_convert.py::test_cli": 10,
+    "test_bad_input.py::test_bad_input_is_one_line": 3,
+    "test_install.py": 8,
+    "test_security.py::test_malicious_checkpoint_is_refused_by_the_cli": 4,
+    "test_data.py::test_data_mnist_idx_works_out_of_the_box_on_the_cli": 5,
+    "test_docs.py::test_generated_blocks_are_current": 2,
+    "test_compiled.py": 2,
+    "test_spike_driven.py": 0.7,
+    "test_prune.py": 0.5,
+}
+
+
+def cost(item: pytest.Item) -> float:
+    test_id = f"{item.path.name}::{item.name}"
+    keys = [k for k in COST if test_id.startswith(k if "::" in k else f"{k}::")]
+    return COST[max(keys, key=len)] if keys else 0.2
+
+
+def work_unit(item: pytest.Item) -> str:
+    """A test file, or in a SPLIT file the test itself (or the file's tests that share a module-scoped fixture)."""
+    if item.path.name not in SPLIT:
+        return item.path.name
+    fixtures = getattr(item, "_fixtureinfo", None)
+    shared = fixtures and any(d.scope == "module" for defs in fixtures.name2fixturedefs.values() for d in defs)
+    return f"{item.path.name}:shared" if shared else item.nodeid
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False  # xdist would otherwise put the units with most tests first
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    units: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        units.setdefault(work_unit(item), []).append(item)
+    for name, members in units.items():
+        if len(members) > 1:
+            for item in members:
+                item.add_marker(pytest.mark.xdist_group(name))
+    order = sorted(units.values(), key=lambda members: -sum(cost(i) for i in members))  # stable: file order within
+    items[:] = [item for members in order for item in members]
