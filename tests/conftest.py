@@ -61,14 +61,16 @@ def run_cli(cache_dir: Path, tmp_path: Path):
 # --- Scheduling --------------------------------------------------------------------------------------------------
 #
 # The suite is mostly real CLI runs in subprocesses, a few of them minutes long, on 2 workers (pyproject's addopts:
-# -n 2 --dist loadgroup). xdist hands out work units in collection order: a unit is a whole test file, except in the
-# files of SPLIT, where each test is its own unit (tests that share a module-scoped fixture stay one unit, so the
-# fixture runs once). The units are ordered longest first (by COST), so the long ones start at once on both workers
-# and the short ones fill in at the end, where they keep both workers busy until the last test.
+# -n 2 --dist loadfile). xdist hands out work units in collection order, and a worker takes the next unit when it has
+# fewer than 3 tests left. Here (pytest_xdist_make_scheduler) a unit is a test file, as with loadfile, except in the
+# files of SPLIT, where each test is its own unit; and the units are ordered longest first (by COST), so the long ones
+# start at once on both workers and the short ones fill in at the end, keeping both workers busy to the last test.
+# (A fixture that tests of a SPLIT file share is session-scoped, so a worker makes it once however their tests
+# interleave with other units.)
 
 #: Files whose tests are independent and long enough to be worth spreading over both workers.
 SPLIT = {"test_search.py", "test_faults.py", "test_methodology.py", "test_scale.py", "test_search_quality.py",
-         "test_bad_input.py", "test_cluster_stack.py", "test_api.py", "test_gpu_sweeps.py", "test_held_out.py"}
+         "test_bad_input.py", "test_cluster_stack.py", "test_gpu_sweeps.py", "test_held_out.py"}
 
 #: Rough seconds per test on a 2-core CI machine (for the order only: a stale number costs balance, not results);
 #: a test that matches no key costs 0.2 s. Keys: "file::test" (matched as a prefix of the test's id) or "file".
@@ -127,28 +129,32 @@ def cost(item: pytest.Item) -> float:
     return COST[max(keys, key=len)] if keys else 0.2
 
 
-def work_unit(item: pytest.Item) -> str:
-    """A test file, or in a SPLIT file the test itself (or the file's tests that share a module-scoped fixture)."""
-    if item.path.name not in SPLIT:
-        return item.path.name
-    fixtures = getattr(item, "_fixtureinfo", None)
-    shared = fixtures and any(d.scope == "module" for defs in fixtures.name2fixturedefs.values() for d in defs)
-    return f"{item.path.name}:shared" if shared else item.nodeid
+def work_unit(nodeid: str) -> str:
+    """A test file, or in a SPLIT file the test itself (from the test's id alone: the scheduler has no items)."""
+    path = nodeid.split("::", 1)[0]
+    return nodeid if Path(path).name in SPLIT else path
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    if hasattr(config.option, "loadscopereorder"):
-        config.option.loadscopereorder = False  # xdist would otherwise put the units with most tests first
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """xdist's loadfile scheduling with the work units of :func:`work_unit`, in collection order (the order of
+    :func:`pytest_collection_modifyitems`)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class WorkUnits(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    config.option.loadscopereorder = False  # xdist would otherwise put the units with most tests first
+    return WorkUnits(config, log)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The units of :func:`work_unit`, longest first; a unit's tests keep their order."""
     units: dict[str, list[pytest.Item]] = {}
     for item in items:
-        units.setdefault(work_unit(item), []).append(item)
-    for name, members in units.items():
-        if len(members) > 1:
-            for item in members:
-                item.add_marker(pytest.mark.xdist_group(name))
-    order = sorted(units.values(), key=lambda members: -sum(cost(i) for i in members))  # stable: file order within
+        units.setdefault(work_unit(item.nodeid), []).append(item)
+    order = sorted(units.values(), key=lambda members: -sum(cost(i) for i in members))  # stable
     items[:] = [item for members in order for item in members]

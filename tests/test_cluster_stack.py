@@ -30,12 +30,12 @@ def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str
             yield f"{server}/optuna", url
 
 
-def test_submitit_workers_share_one_study(run_cli, stores: tuple[str, str], tmp_path: Path) -> None:
+def test_submitit_workers_share_one_study(run_cli, tiny_cache, stores: tuple[str, str], tmp_path: Path) -> None:
+    """``tiny_cache``: the base and sensitivity caches are warm, so the workers start straight away."""
     import mlflow
     import optuna
 
     storage, tracking_uri = stores
-    run_cli("sensitivity")  # warm the base and sensitivity caches so the workers start straight away
     run_cli("search", "+budget=0.3", f"search.n_trials={N_TRIALS}", "search.latency_repeats=1",
             f"search.storage={storage}", f"mlflow.tracking_uri={tracking_uri}",
             flags=("--config-dir", str(SWEEPS), "--config-name", "workers_submitit_local"),
