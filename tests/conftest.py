@@ -72,61 +72,72 @@ def run_cli(cache_dir: Path, tmp_path: Path):
 SPLIT = {"test_search.py", "test_faults.py", "test_methodology.py", "test_scale.py", "test_search_quality.py",
          "test_bad_input.py", "test_cluster_stack.py", "test_gpu_sweeps.py", "test_held_out.py"}
 
-#: Rough seconds per test on a 2-core CI machine (for the order only: a stale number costs balance, not results);
-#: a test that matches no key costs 0.2 s. Keys: "file::test" (matched as a prefix of the test's id) or "file".
+#: Rough seconds on a 2-core CI machine, for the order only (a stale number costs balance, not results): of a test
+#: ("file::test", matched as a prefix of the test's id, so it covers its parameters) or of a whole file ("file",
+#: shared by its tests that no "file::test" key matches). Any other test costs 0.2 s.
 COST = {
+    "test_export.py": 130,
+    "test_serving.py": 150,
+    "test_api.py": 120,
     "test_mlflow_ui.py": 90,
-    "test_search.py::test_search_end_to_end_and_resume": 80,
-    "test_faults.py::test_kill_9": 60,
-    "test_faults.py::test_an_interrupt": 45,
-    "test_faults.py::test_reusing": 35,
-    "test_faults.py::test_workers_started_together": 55,
-    "test_export.py": 150,
-    "test_serving.py": 90,
-    "test_api.py::test_api_search": 100,
-    "test_api.py::test_api_prune": 35,
-    "test_search.py::test_two_parallel_workers": 70,
-    "test_search.py::test_killed_worker": 60,
-    "test_search.py::test_search_without_budget": 45,
-    "test_search.py::test_strategy_sampler": 30,
-    "test_search.py::test_bad_budget": 3,
-    "test_search.py::test_sweep_configs_compose": 4,
     "test_compression_bench.py": 90,
     "test_family_cli.py": 75,
     "test_bench_gpu.py": 70,
-    "test_cluster_stack.py": 55,
-    "test_scale.py::test_multi_fidelity": 45,
-    "test_scale.py::test_base_cache_is_keyed": 45,
-    "test_scale.py::test_bf16": 5,
-    "test_search_quality.py::test_search_quality_benchmark": 60,
-    "test_search_quality.py::test_guided": 40,
-    "test_search_quality.py::test_repair_makes": 25,
-    "test_search_quality.py": 2,
-    "test_methodology.py::test_prune_cli": 35,
-    "test_methodology.py::test_infeasible": 15,
-    "test_methodology.py::test_sensitivity_cli": 20,
-    "test_methodology.py": 2,
-    "test_gpu_sweeps.py::test_local_gpu_sweep": 25,
-    "test_gpu_sweeps.py": 6,
-    "test_recovery.py": 12,
-    "test_held_out.py": 15,
-    "test_train_cli.py": 8,
-    "test_spikingjelly_convert.py::test_cli": 10,
-    "test_bad_input.py::test_bad_input_is_one_line": 3,
+    "test_search.py::test_search_end_to_end_and_resume": 70,
+    "test_search.py::test_two_parallel_workers": 45,
+    "test_search.py::test_killed_worker": 40,
+    "test_search.py::test_search_without_budget": 30,
+    "test_search.py::test_strategy_sampler": 20,
+    "test_search.py": 30,
+    "test_faults.py::test_kill_9": 55,
+    "test_faults.py::test_workers_started_together": 40,
+    "test_faults.py::test_an_interrupt": 40,
+    "test_faults.py::test_reusing": 30,
+    "test_cluster_stack.py::test_submitit": 45,
+    "test_scale.py::test_multi_fidelity": 35,
+    "test_scale.py::test_base_cache_is_keyed": 20,
+    "test_scale.py": 5,
+    "test_search_quality.py::test_search_quality_benchmark": 45,
+    "test_search_quality.py::test_guided": 25,
+    "test_search_quality.py::test_repair_makes": 15,
+    "test_search_quality.py": 4,
+    "test_methodology.py::test_prune_cli": 30,
+    "test_methodology.py::test_sensitivity_cli": 15,
+    "test_methodology.py::test_infeasible": 8,
+    "test_methodology.py": 3,
+    "test_gpu_sweeps.py::test_local_gpu_sweep": 20,
+    "test_gpu_sweeps.py": 15,
+    "test_held_out.py::test_pretrained": 10,
+    "test_bad_input.py::test_bad_input_is_one_line": 2.5,
+    "test_recovery.py": 20,
+    "test_train_cli.py": 15,
+    "test_spikingjelly_convert.py": 12,
     "test_install.py": 8,
-    "test_security.py::test_malicious_checkpoint_is_refused_by_the_cli": 4,
-    "test_data.py::test_data_mnist_idx_works_out_of_the_box_on_the_cli": 5,
-    "test_docs.py::test_generated_blocks_are_current": 2,
-    "test_compiled.py": 2,
-    "test_spike_driven.py": 0.7,
-    "test_prune.py": 0.5,
+    "test_spike_driven.py": 9,
+    "test_prune.py": 8,
+    "test_security.py": 6,
+    "test_data.py": 6,
+    "test_quant.py": 5,
+    "test_cost.py": 5,
+    "test_compiled.py": 4,
+    "test_docs.py": 2,
 }
 
 
-def cost(item: pytest.Item) -> float:
-    test_id = f"{item.path.name}::{item.name}"
-    keys = [k for k in COST if test_id.startswith(k if "::" in k else f"{k}::")]
-    return COST[max(keys, key=len)] if keys else 0.2
+def costs(items: list[pytest.Item]) -> dict[str, float]:
+    """The :data:`COST` of each test, by its id."""
+    by_test, by_file = {}, {}
+    for item in items:
+        test_id = f"{item.path.name}::{item.name}"
+        keys = [k for k in COST if "::" in k and test_id.startswith(k)]
+        if keys:
+            by_test[item.nodeid] = COST[max(keys, key=len)]
+        else:
+            by_file.setdefault(item.path.name, []).append(item.nodeid)
+    for file, nodeids in by_file.items():
+        for nodeid in nodeids:
+            by_test[nodeid] = COST[file] / len(nodeids) if file in COST else 0.2
+    return by_test
 
 
 def work_unit(nodeid: str) -> str:
@@ -135,7 +146,7 @@ def work_unit(nodeid: str) -> str:
     return nodeid if Path(path).name in SPLIT else path
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: pytest -p no:xdist runs without it
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """xdist's loadfile scheduling with the work units of :func:`work_unit`, in collection order (the order of
     :func:`pytest_collection_modifyitems`)."""
@@ -153,8 +164,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The units of :func:`work_unit`, longest first; a unit's tests keep their order."""
+    cost = costs(items)
     units: dict[str, list[pytest.Item]] = {}
     for item in items:
         units.setdefault(work_unit(item.nodeid), []).append(item)
-    order = sorted(units.values(), key=lambda members: -sum(cost(i) for i in members))  # stable
+    order = sorted(units.values(), key=lambda members: -sum(cost[i.nodeid] for i in members))  # stable
     items[:] = [item for members in order for item in members]
