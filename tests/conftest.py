@@ -1,4 +1,6 @@
-"""Shared fixtures: a tiny, quickly trained base model, and a runner for the real CLI in a subprocess."""
+"""Shared fixtures: a tiny, quickly trained base model, and a runner for the real CLI in a subprocess; and the
+order in which the two xdist workers take the tests (``--dist loadgroup``, see :func:`pytest_collection_modifyitems`).
+"""
 
 from __future__ import annotations
 
@@ -11,13 +13,32 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
-from helpers import TINY_BY_COMMAND
+from helpers import TINY_BY_COMMAND, compose
 
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One base-model/sensitivity cache for the whole test session (the base trains once)."""
-    return tmp_path_factory.mktemp("psvit-cache")
+    """One base-model/sensitivity cache for the whole run, shared by both xdist workers: each base model and table
+    is made once (psvit.cache makes an entry in exactly one process, under a file lock; a process that needs an
+    entry another one is making waits for it, then loads it)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the workers' temporary folders (popen-gw0, popen-gw1) are in one folder of this run
+    path = root / "psvit-cache"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(cache_dir: Path):
+    """The tiny base model and its sensitivity table (the ones every ``run_cli`` search, prune and sensitivity
+    command uses) in :func:`cache_dir`, made in this process if no worker has made them yet: a test that asks for
+    it starts its commands on a warm cache. Returns the search command's :class:`psvit.workflow.Setup` and table."""
+    from psvit.workflow import sensitivity, setup
+
+    s = setup(compose("search", *TINY_BY_COMMAND["search"], f"cache_dir={cache_dir}"))
+    table, _ = sensitivity(s)
+    return s, table
 
 
 @pytest.fixture
@@ -43,3 +64,126 @@ def run_cli(cache_dir: Path, tmp_path: Path):
         return result
 
     return run
+
+
+# --- Scheduling --------------------------------------------------------------------------------------------------
+#
+# The suite is mostly real CLI runs in subprocesses, a few of them minutes long, on 2 workers (pyproject's addopts:
+# -n 2 --dist loadfile). xdist hands out work units in collection order, and a worker takes the next unit when it has
+# fewer than 3 tests left. Here (pytest_xdist_make_scheduler) a unit is a test file, as with loadfile, except in the
+# files of SPLIT, where each test is its own unit; and the units are ordered longest first (by COST), so the long ones
+# start at once on both workers and the short ones fill in at the end, keeping both workers busy to the last test.
+# (A fixture that tests of a SPLIT file share is session-scoped, so a worker makes it once however their tests
+# interleave with other units.)
+
+#: Files whose tests are independent and long enough to be worth spreading over both workers.
+SPLIT = {
+    "test_search.py",
+    "test_faults.py",
+    "test_methodology.py",
+    "test_scale.py",
+    "test_search_quality.py",
+    "test_bad_input.py",
+    "test_cluster_stack.py",
+    "test_gpu_sweeps.py",
+    "test_held_out.py",
+}
+
+#: Rough seconds on a 2-core CI machine, for the order only (a stale number costs balance, not results): of a test
+#: ("file::test", matched as a prefix of the test's id, so it covers its parameters) or of a whole file ("file",
+#: shared by its tests that no "file::test" key matches). Any other test costs 0.2 s.
+COST = {
+    "test_export.py": 130,
+    "test_serving.py": 150,
+    "test_api.py": 120,
+    "test_mlflow_ui.py": 90,
+    "test_compression_bench.py": 90,
+    "test_family_cli.py": 75,
+    "test_bench_gpu.py": 70,
+    "test_search.py::test_search_end_to_end_and_resume": 70,
+    "test_search.py::test_two_parallel_workers": 45,
+    "test_search.py::test_killed_worker": 40,
+    "test_search.py::test_search_without_budget": 30,
+    "test_search.py::test_strategy_sampler": 20,
+    "test_search.py": 30,
+    "test_faults.py::test_kill_9": 55,
+    "test_faults.py::test_workers_started_together": 40,
+    "test_faults.py::test_an_interrupt": 40,
+    "test_faults.py::test_reusing": 30,
+    "test_cluster_stack.py::test_submitit": 45,
+    "test_scale.py::test_multi_fidelity": 35,
+    "test_scale.py::test_base_cache_is_keyed": 20,
+    "test_scale.py": 5,
+    "test_search_quality.py::test_search_quality_benchmark": 45,
+    "test_search_quality.py::test_guided": 25,
+    "test_search_quality.py::test_repair_makes": 15,
+    "test_search_quality.py": 4,
+    "test_methodology.py::test_prune_cli": 30,
+    "test_methodology.py::test_sensitivity_cli": 15,
+    "test_methodology.py::test_infeasible": 8,
+    "test_methodology.py": 3,
+    "test_gpu_sweeps.py::test_local_gpu_sweep": 20,
+    "test_gpu_sweeps.py": 15,
+    "test_held_out.py::test_pretrained": 10,
+    "test_bad_input.py::test_bad_input_is_one_line": 2.5,
+    "test_recovery.py": 20,
+    "test_train_cli.py": 15,
+    "test_spikingjelly_convert.py": 12,
+    "test_install.py": 8,
+    "test_spike_driven.py": 9,
+    "test_prune.py": 8,
+    "test_security.py": 6,
+    "test_data.py": 6,
+    "test_quant.py": 5,
+    "test_cost.py": 5,
+    "test_compiled.py": 4,
+    "test_docs.py": 2,
+}
+
+
+def costs(items: list[pytest.Item]) -> dict[str, float]:
+    """The :data:`COST` of each test, by its id."""
+    by_test, by_file = {}, {}
+    for item in items:
+        test_id = f"{item.path.name}::{item.name}"
+        keys = [k for k in COST if "::" in k and test_id.startswith(k)]
+        if keys:
+            by_test[item.nodeid] = COST[max(keys, key=len)]
+        else:
+            by_file.setdefault(item.path.name, []).append(item.nodeid)
+    for file, nodeids in by_file.items():
+        for nodeid in nodeids:
+            by_test[nodeid] = COST[file] / len(nodeids) if file in COST else 0.2
+    return by_test
+
+
+def work_unit(nodeid: str) -> str:
+    """A test file, or in a SPLIT file the test itself (from the test's id alone: the scheduler has no items)."""
+    path = nodeid.split("::", 1)[0]
+    return nodeid if Path(path).name in SPLIT else path
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: pytest -p no:xdist runs without it
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """xdist's loadfile scheduling with the work units of :func:`work_unit`, in collection order (the order of
+    :func:`pytest_collection_modifyitems`)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class WorkUnits(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    config.option.loadscopereorder = False  # xdist would otherwise put the units with most tests first
+    return WorkUnits(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The units of :func:`work_unit`, longest first; a unit's tests keep their order."""
+    cost = costs(items)
+    units: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        units.setdefault(work_unit(item.nodeid), []).append(item)
+    order = sorted(units.values(), key=lambda members: -sum(cost[i.nodeid] for i in members))  # stable
+    items[:] = [item for members in order for item in members]

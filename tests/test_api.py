@@ -24,8 +24,10 @@ OPTIONS = {"sensitivity.grid": [0.75, 0.5, 0.25], "finetune.epochs": 1}
 
 
 @pytest.fixture(scope="module")
-def command_run(tmp_path_factory):
-    """``python -m psvit.search`` with the tiny settings: its output, its cache (the base model) and its study."""
+def command_run(tmp_path_factory, tiny_cache):
+    """``python -m psvit.search`` with the tiny settings: its folder (its study), its output and its base model (the
+    tests' tiny base, in the shared cache)."""
+    s, _ = tiny_cache
     root = tmp_path_factory.mktemp("command")
     args = [
         sys.executable,
@@ -35,14 +37,15 @@ def command_run(tmp_path_factory):
         *TINY,
         f"search.n_trials={TRIALS}",
         "search.export=false",
-        f"cache_dir={root / 'cache'}",
+        f"cache_dir={s.cfg.cache_dir}",
         f"search.storage=sqlite:///{root / 'optuna.db'}",
         f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}",
         f"hydra.run.dir={root / 'out'}",
     ]
     done = subprocess.run(args, capture_output=True, text=True, cwd=root, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
-    return root, done.stdout
+    assert f"base model: reused cached {s.base.path}" in done.stdout
+    return root, done.stdout, s.base.path
 
 
 def digits():
@@ -51,10 +54,10 @@ def digits():
 
 
 def test_api_search_chooses_the_commands_trial(command_run, tmp_path):
-    root, out = command_run
+    root, out, base_path = command_run
     chosen = re.search(r"chosen: trial (\d+) \(val acc ([\d.]+), saving ([\d.]+)\)", out)
     assert chosen, out
-    base = psvit.load(next((root / "cache").glob("base-*.pt")))
+    base = psvit.load(base_path)
     splits = digits()
 
     result = api.search(
@@ -87,8 +90,8 @@ def test_api_search_chooses_the_commands_trial(command_run, tmp_path):
 
 
 def test_api_prune_sensitivity_finetune_and_cost_on_tensors(command_run, tmp_path):
-    root, _ = command_run
-    base = psvit.load(next((root / "cache").glob("base-*.pt")))
+    _, _, base_path = command_run
+    base = psvit.load(base_path)
     splits = digits()
     train = (splits.train.images, torch.as_tensor(splits.train.labels))  # plain tensors
     val = torch.utils.data.DataLoader(splits.val, batch_size=50)  # a DataLoader

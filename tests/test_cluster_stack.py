@@ -29,12 +29,12 @@ def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str
             yield f"{server}/optuna", url
 
 
-def test_submitit_workers_share_one_study(run_cli, stores: tuple[str, str], tmp_path: Path) -> None:
+def test_submitit_workers_share_one_study(run_cli, tiny_cache, stores: tuple[str, str], tmp_path: Path) -> None:
+    """``tiny_cache``: the base and sensitivity caches are warm, so the workers start straight away."""
     import mlflow
     import optuna
 
     storage, tracking_uri = stores
-    run_cli("sensitivity")  # warm the base and sensitivity caches so the workers start straight away
     run_cli(
         "search",
         "+budget=0.3",

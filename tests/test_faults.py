@@ -43,7 +43,7 @@ FAST = [
 SLOW_TRIALS = ["search.recovery_epochs=1"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # tests/conftest.py spreads this file's tests over the workers
 def warm_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cache holding the FAST base model and its sensitivity table."""
     cache = tmp_path_factory.mktemp("faults-cache")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -20,7 +21,7 @@ def real_bytes(model: torch.nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # tests/conftest.py spreads this file's tests over the workers
 def tiny(cache_dir: Path):
     cfg = compose("prune", *TINY, f"cache_dir={cache_dir}")
     s = setup(cfg)
@@ -96,14 +97,20 @@ def test_prune_cli_psvit_budget(run_cli) -> None:
     assert float(row[4].strip().rstrip("%")) >= 40.0
 
 
-def test_infeasible_budget_is_one_line_error_before_evaluation(run_cli, cache_dir: Path) -> None:
-    run_cli("train")  # warm base (the error must come before sensitivity or trials, not before training)
-    before = sorted(cache_dir.glob("sensitivity-*"))
-    result = run_cli("prune", "strategy=psvit", "+budget=0.9", "prune.enabled=[mlp]", check=False)
+def test_infeasible_budget_is_one_line_error_before_evaluation(run_cli, tiny_cache, tmp_path: Path) -> None:
+    # a cache of its own holding the warm base alone (the error must come before sensitivity or trials, not before
+    # training); the shared cache gets other tests' tables at any time
+    base = tiny_cache[0].base
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for entry in (base.path, base.splits_file):
+        shutil.copy2(entry, cache)
+    before = sorted(cache.iterdir())
+    result = run_cli("prune", "strategy=psvit", "+budget=0.9", "prune.enabled=[mlp]", f"cache_dir={cache}", check=False)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: budget 0.9000 is infeasible"), result.stderr
-    assert sorted(cache_dir.glob("sensitivity-*")) == before
+    assert sorted(cache.iterdir()) == before  # no sensitivity table, and the base was not trained again
 
 
 def test_sensitivity_cli_writes_table_plot_and_mlflow_run(run_cli, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import TINY
+from omegaconf import OmegaConf
 from PIL import Image
 
 import psvit
@@ -115,24 +116,14 @@ def test_img_size_mismatch_is_refused() -> None:
     assert model_config({"variant": "imagenet", "img_size": None}, splits)["img_size"] == 16
 
 
-def test_bf16_evaluation_agrees_with_float32(cache_dir: Path) -> None:
+def test_bf16_evaluation_agrees_with_float32(tiny_cache) -> None:
+    """On the tests' tiny base (a 32-wide, 2-block Spikformer trained 8 epochs on digits, in the shared cache)."""
+    cfg = tiny_cache[0].cfg
+    model_cfg, data_cfg, train_cfg = (OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "data", "train"))
     base = get_base_model(
-        {
-            "name": "spikformer",
-            "variant": "cifar",
-            "img_size": 16,
-            "patch_size": 4,
-            "embed_dim": 32,
-            "num_heads": 2,
-            "depth": 2,
-            "T": 4,
-        },
-        {"name": "digits", "img_size": 16},
-        {"epochs": 8, "lr": 5e-3},
-        cache_dir=cache_dir,
-        compute=Compute(torch.device("cpu")),
-        progress=False,
+        model_cfg, data_cfg, train_cfg, cache_dir=cfg.cache_dir, compute=Compute(torch.device("cpu")), progress=False
     )
+    assert base.from_cache and base.path == tiny_cache[0].base.path
     full = evaluate(base.model, base.splits.test, Compute(torch.device("cpu")))
     half = evaluate(base.model, base.splits.test, Compute(torch.device("cpu"), amp="bf16"))
     assert full > 0.8 and abs(full - half) < 0.03

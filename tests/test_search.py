@@ -100,8 +100,8 @@ def test_bad_budget_is_one_line_error_before_any_work(run_cli, tmp_path: Path, b
     assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "mlflow.db").exists()
 
 
-def test_two_parallel_workers_share_one_study(run_cli, tmp_path: Path) -> None:
-    run_cli("sensitivity")  # warm the base and sensitivity caches so both workers start straight away
+def test_two_parallel_workers_share_one_study(run_cli, tiny_cache, tmp_path: Path) -> None:
+    # tiny_cache: the base and sensitivity caches are warm, so both workers start straight away
     result = run_cli(
         "search",
         "+budget=0.3",
@@ -150,12 +150,12 @@ def test_search_without_budget_builds_the_unconstrained_front(run_cli, tmp_path:
     assert savings[-1] > 0.3  # the prior allocations reach far along the memory axis
 
 
-def test_killed_worker_leaves_no_trial_running_forever(run_cli, cache_dir: Path, tmp_path: Path) -> None:
+def test_killed_worker_leaves_no_trial_running_forever(run_cli, cache_dir: Path, tiny_cache, tmp_path: Path) -> None:
     import optuna
     from helpers import TINY
     from optuna.trial import TrialState
 
-    run_cli("sensitivity")  # warm caches, so the worker reaches its trials quickly
+    # tiny_cache: the caches are warm, so the worker reaches its trials quickly
     args = [
         sys.executable,
         "-m",

@@ -20,7 +20,7 @@ from psvit.workflow import sensitivity, setup
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # tests/conftest.py spreads this file's tests over the workers
 def tiny(cache_dir: Path):
     s = setup(compose("search", *TINY, f"cache_dir={cache_dir}"))
     table, _ = sensitivity(s)
