@@ -37,8 +37,8 @@ from typing import Any
 from methodology import CACHE, DATASETS, ROOT, compose
 from search_quality import git_commit, hypervolume, kendall_tau
 
+from psvit.allocation import greedy_allocation
 from psvit.budget import InfeasibleBudget
-from psvit.quant.packing import container_bits
 from psvit.search.session import SearchSession
 from psvit.search.space import trial_bits, trial_ratios
 from psvit.sensitivity import SensitivityTable
@@ -80,27 +80,9 @@ class Run:
 
 def greedy_bits(s: Setup, table: SensitivityTable, budget: float, choices: tuple[int, ...]) -> dict[str, int]:
     """AQ4SViT-style greedy bit allocation (quantization only): every group from the widest choice down, one step
-    at a time, the step with the least predicted drop per byte saved first. Steps that save no byte (3 bits is
-    stored in 4) are skipped."""
-    ladder = sorted(set(choices), reverse=True)
-    ladder = [b for i, b in enumerate(ladder) if i == 0 or container_bits(b) < container_bits(ladder[i - 1])]
-    bits = {g.name: ladder[0] for g in s.groups}
-    while s.memory.saving({}, bits) < budget:
-        best = None
-        current = s.memory.bytes({}, bits)
-        for name, b in bits.items():
-            if b == ladder[-1]:
-                continue
-            lower = ladder[ladder.index(b) + 1]
-            saved = current - s.memory.bytes({}, {**bits, name: lower})
-            cost = max(0.0, table.predicted_bits_drop(name, lower) - table.predicted_bits_drop(name, b))
-            key = (cost / max(saved, 1), -saved)
-            if best is None or key < best[0]:
-                best = (key, name, lower)
-        if best is None:
-            raise InfeasibleBudget(f"quantization alone saves at most {s.memory.saving({}, bits):.4f} < {budget}")
-        bits[best[1]] = best[2]
-    return bits
+    at a time, the step with the least predicted drop per byte saved first (psvit's greedy rule over bit-widths
+    alone, :func:`psvit.allocation.greedy_allocation` with ``widths=False``; the joint search has it as a prior)."""
+    return greedy_allocation(s.memory, s.groups, table, budget, choices=choices, widths=False)[1]
 
 
 def finished(

@@ -12,8 +12,8 @@ from spikingjelly.activation_based import functional
 from torch import nn
 
 import psvit
-from psvit.allocation import project_to_saving
-from psvit.budget import MemoryModel
+from psvit.allocation import greedy_allocation, project_to_saving, sensitivity_greedy
+from psvit.budget import InfeasibleBudget, MemoryModel
 from psvit.checkpoint import payload_of
 from psvit.data import build_splits
 from psvit.models import create_model
@@ -21,6 +21,7 @@ from psvit.prune import PruneConstraints, list_groups, prune
 from psvit.quant import layers_for, quantization, quantization_aware, quantize_weights
 from psvit.quant.packing import container_bits, pack, packed_bytes, unpack
 from psvit.quant.quantizer import dequantize, fake_quantize, qmax, quantize
+from psvit.sensitivity import SensitivityTable
 
 SMALL = dict(
     variant="cifar", img_size=16, embed_dim=32, num_heads=4, mlp_ratio=2, depth=2, T=4, in_channels=1, num_classes=10
@@ -185,3 +186,44 @@ def test_quantization_aware_training_moves_the_float_weights_and_ends_on_the_gri
     assert not torch.equal(after, before)
     assert torch.equal(after, dequantize(*quantize(after, 3)))  # on the 3-bit grid again
     assert quantization(model) == {"block.0.mlp.fc1_linear": 3}
+
+
+def synthetic_table(memory: MemoryModel, fragile: str) -> SensitivityTable:
+    """A sensitivity table over ``memory``'s groups: every group loses 5 points per 0.25 of width and 0.5 point per
+    bit below 8, except ``fragile``, whose weights cannot go below 8 bits (a 50-point drop) but whose width is free."""
+    rows, bits_rows = [], []
+    for g in memory.groups:
+        for ratio in (0.75, 0.5, 0.25):
+            drop = 0.0 if g.name == fragile else (1 - ratio) * 0.2
+            rows.append({"group": g.name, "ratio": ratio, "acc_drop": drop})
+        for b in (2, 3, 4, 8):
+            bits_rows.append(
+                {"group": g.name, "bits": b, "acc_drop": 0.5 if g.name == fragile and b < 8 else 0.005 * (8 - b)}
+            )
+    return SensitivityTable(rows=rows, base_val_acc=0.9, bits_rows=bits_rows)
+
+
+@pytest.mark.parametrize("budget", [0.8, 0.9])
+def test_greedy_over_both_axes_meets_the_budget_and_spends_the_drop_where_it_is_cheap(budget: float) -> None:
+    memory = MemoryModel("spikformer", SMALL, PruneConstraints())
+    fragile = memory.groups[-1].name
+    table = synthetic_table(memory, fragile)
+    ratios, bits = greedy_allocation(memory, memory.groups, table, budget, choices=(2, 3, 4, 8))
+    assert memory.saving(ratios, bits) >= budget
+    assert set(bits.values()) <= {2, 4, 8}  # 3 bits is stored in 4: a step to it saves nothing
+    assert bits[fragile] == 8 and ratios[fragile] < 1.0  # its bytes come from its width, not its bits
+    assert min(bits.values()) < 8  # the others are quantized below 8 bits
+    # quantization alone: every group unpruned, the fragile one lowered last
+    only_bits = greedy_allocation(memory, memory.groups, table, budget, choices=(2, 3, 4, 8), widths=False)
+    assert set(only_bits[0].values()) == {1.0}
+    assert memory.saving(*only_bits) >= budget
+    # without choices it is psvit's rule (widths only, float32)
+    widths_only, float_bits = greedy_allocation(memory, memory.groups, table, 0.5)
+    assert widths_only == sensitivity_greedy(memory, memory.groups, table, 0.5) and float_bits == {}
+
+
+def test_greedy_over_bits_alone_says_when_the_budget_is_out_of_reach() -> None:
+    memory = MemoryModel("spikformer", SMALL, PruneConstraints())
+    table = synthetic_table(memory, memory.groups[0].name)
+    with pytest.raises(InfeasibleBudget, match="by quantization alone"):
+        greedy_allocation(memory, memory.groups, table, 0.97, choices=(4, 8), widths=False)

@@ -2,7 +2,7 @@
 
 from psvit.allocation.largest_first import largest_first
 from psvit.allocation.projection import kept_fractions, project_to_saving, repair_to_budget
-from psvit.allocation.sensitivity_greedy import predicted_total_drop, sensitivity_greedy
+from psvit.allocation.sensitivity_greedy import bit_ladder, greedy_allocation, predicted_total_drop, sensitivity_greedy
 from psvit.allocation.strategy import LARGEST_FIRST_TOLERANCE, PSVIT_STEP, STRATEGIES, allocate, check_strategy
 from psvit.allocation.uniform import uniform_for_budget, uniform_ratios
 
@@ -11,7 +11,9 @@ __all__ = [
     "PSVIT_STEP",
     "STRATEGIES",
     "allocate",
+    "bit_ladder",
     "check_strategy",
+    "greedy_allocation",
     "kept_fractions",
     "largest_first",
     "predicted_total_drop",

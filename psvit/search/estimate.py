@@ -35,9 +35,9 @@ from psvit.workflow import compute_of, plan, sensitivity_settings
 
 #: Images per timed batch at most (a 224-px model's batch of 256 would take minutes on a CPU).
 MAX_TIMED_BATCH = 32
-#: The strategies' prior trials a search adds to ``n_trials`` at most (a bit-width search: up to 4).
+#: The strategies' prior trials a search adds to ``n_trials`` at most (a bit-width search: up to 6).
 N_PRIORS = 2
-N_BITS_PRIORS = 4
+N_BITS_PRIORS = 6
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from psvit.allocation import sensitivity_greedy, uniform_for_budget
+from psvit.allocation import greedy_allocation, sensitivity_greedy, uniform_for_budget
 from psvit.budget import Bits, InfeasibleBudget
 from psvit.quant import FLOAT_BITS
 from psvit.search.space import BITS_PREFIX
@@ -42,9 +42,10 @@ def bits_priors(
     s: Setup, table: SensitivityTable, budgets: list[float], choices: Sequence[int]
 ) -> list[dict[str, float]]:
     """The priors of a bit-width search: the psvit and uniform-width allocations with every group at the widest
-    choice, then psvit's widths with every group at 8 and at 4 bits (those among the choices). A prior the
-    budget is out of reach for at its bit-widths is left out. Parameters include ``bits.<group>`` when there
-    is more than one choice."""
+    choice, then psvit's widths with every group at 8 and at 4 bits (those among the choices); with more than one
+    choice, also the greedy rule over both axes (:func:`~psvit.allocation.greedy_allocation`) and over bit-widths
+    alone (quantization only, AQ4SViT's greedy manner). A prior the budget is out of reach for is left out.
+    Parameters include ``bits.<group>`` when there is more than one choice."""
     plans = [("psvit", max(choices)), ("uniform", max(choices))]
     plans += [("psvit", b) for b in PRIOR_BITS if b in choices and b != max(choices)]
     out = []
@@ -56,6 +57,14 @@ def bits_priors(
             continue
         named = {BITS_PREFIX + g.name: b for g in s.groups} if len(choices) > 1 else {}
         out += [{**a, **named} for a in allocations]
+    if len(choices) > 1:
+        for widths in (True, False):
+            for budget in budgets:
+                try:
+                    ratios, bits = greedy_allocation(s.memory, s.groups, table, budget, choices=choices, widths=widths)
+                except InfeasibleBudget:
+                    continue
+                out.append({**ratios, **{BITS_PREFIX + g.name: bits[g.name] for g in s.groups}})
     return out
 
 
