@@ -278,13 +278,35 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     }
 
 
+#: The method families whose fronts are compared: quantization only is every uniform bit-width and every greedy
+#: bit allocation together (the best front that quantization alone reached).
+FAMILIES = ("pruning", "uniform_bits", "greedy_bits", "quantization_only", "joint")
+
+
 def fronts(runs: list[Run]) -> dict[tuple[str, int, str], list[tuple[float, float]]]:
-    """Per (dataset, seed, method): (memory saving, fine-tuned test accuracy) of its chosen models."""
+    """Per (dataset, seed, method family): (memory saving, fine-tuned test accuracy) of its chosen models."""
     out: dict[tuple[str, int, str], list[tuple[float, float]]] = {}
     for r in runs:
+        point = (r.saving, r.test_after if r.test_after is not None else r.test_before)
         family = "uniform_bits" if r.method.startswith("uniform") else r.method
-        out.setdefault((r.dataset, r.seed, family), []).append((r.saving, r.test_after or r.test_before))
+        out.setdefault((r.dataset, r.seed, family), []).append(point)
+        if family in ("uniform_bits", "greedy_bits"):
+            out.setdefault((r.dataset, r.seed, "quantization_only"), []).append(point)
     return out
+
+
+def goal_rows(runs: list[Run]) -> list[str]:
+    """Per (dataset, seed) with a joint front: the joint front's hypervolume against pruning only's and
+    quantization only's, and whether it beats both."""
+    hv = {key: hypervolume(points) for key, points in fronts(runs).items()}
+    rows = []
+    for dataset, seed in sorted({(d, s) for d, s, m in hv if m == "joint"}):
+        joint = hv[dataset, seed, "joint"]
+        others = {m: hv.get((dataset, seed, m)) for m in ("pruning", "quantization_only")}
+        cells = ["-" if v is None else f"{v:.4f}" for v in others.values()]
+        beats = all(v is not None and joint > v for v in others.values())
+        rows.append(f"| {dataset} | {seed} | {joint:.4f} | {' | '.join(cells)} | {'yes' if beats else 'no'} |")
+    return rows
 
 
 def summary(blobs: list[dict[str, Any]]) -> str:
@@ -318,8 +340,18 @@ def summary(blobs: list[dict[str, Any]]) -> str:
         "| dataset | seed | method | points | hypervolume |",
         "|---|---|---|---|---|",
     ]
-    for (dataset, seed, method), points in sorted(fronts(runs).items()):
+    for (dataset, seed, method), points in sorted(
+        fronts(runs).items(), key=lambda kv: (*kv[0][:2], FAMILIES.index(kv[0][2]))
+    ):
         lines.append(f"| {dataset} | {seed} | {method} | {len(points)} | {hypervolume(points):.4f} |")
+    lines += [
+        "",
+        "The goal: the joint front's hypervolume beats both pruning only's and quantization only's:",
+        "",
+        "| dataset | seed | joint | pruning only | quantization only | joint beats both |",
+        "|---|---|---|---|---|---|",
+        *goal_rows(runs),
+    ]
     taus = [t for b in blobs for t in b.get("tau", [])]
     if taus:
         lines += [
@@ -346,7 +378,7 @@ def plot(blobs: list[dict[str, Any]], path: Path) -> Path:
     fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4.5), squeeze=False)
     for ax, (dataset, seed) in zip(axes[0], keys):
         for (d, s, method), points in sorted(fronts(runs).items()):
-            if (d, s) == (dataset, seed):
+            if (d, s) == (dataset, seed) and method != "quantization_only":
                 points = sorted(points)
                 ax.plot([100 * p[0] for p in points], [100 * p[1] for p in points], marker="o", label=method)
         ax.set_title(f"{dataset}, seed {seed}")
