@@ -314,13 +314,20 @@ def summary(blobs: list[dict[str, Any]]) -> str:
     bases = [x for b in blobs for x in b.get("bases", [])]
     lines = []
     if bases:
-        lines += ["| dataset | seed | base test acc | base val acc | base checkpoint bytes |", "|---|---|---|---|---|"]
+        lines += [
+            "## Base models",
+            "",
+            "| dataset | seed | base test acc | base val acc | base checkpoint bytes |",
+            "|---|---|---|---|---|",
+        ]
         lines += [
             f"| {x['dataset']} | {x['seed']} | {100 * x['test_acc']:.2f}% | {100 * x['val_acc']:.2f}% | "
             f"{x['file_bytes']:,} |"
             for x in bases
         ] + [""]
     lines += [
+        "## Chosen models",
+        "",
         "| dataset | seed | method | budget | saving | test before | test after | val before | val after | "
         "file bytes | wall s | bits |",
         "|" + "---|" * 12,
@@ -335,7 +342,9 @@ def summary(blobs: list[dict[str, Any]]) -> str:
         )
     lines += [
         "",
-        "Hypervolume of each method's fine-tuned front (memory saving x test accuracy, reference (0, 0)):",
+        "## Hypervolume",
+        "",
+        "Of each method's fine-tuned front (memory saving x test accuracy, reference (0, 0)):",
         "",
         "| dataset | seed | method | points | hypervolume |",
         "|---|---|---|---|---|",
@@ -346,7 +355,9 @@ def summary(blobs: list[dict[str, Any]]) -> str:
         lines.append(f"| {dataset} | {seed} | {method} | {len(points)} | {hypervolume(points):.4f} |")
     lines += [
         "",
-        "The goal: the joint front's hypervolume beats both pruning only's and quantization only's:",
+        "## Goal",
+        "",
+        "The joint front's hypervolume beats both pruning only's and quantization only's:",
         "",
         "| dataset | seed | joint | pruning only | quantization only | joint beats both |",
         "|---|---|---|---|---|---|",
@@ -356,7 +367,9 @@ def summary(blobs: list[dict[str, Any]]) -> str:
     if taus:
         lines += [
             "",
-            "Kendall's tau, joint search trial score vs fine-tuned validation accuracy:",
+            "## Kendall's tau",
+            "",
+            "Joint search trial score vs fine-tuned validation accuracy:",
             "",
             "| dataset | seed | budget | trials fine-tuned | tau |",
             "|---|---|---|---|---|",

@@ -120,7 +120,7 @@ TINY = Sizes(
         "search.n_trials=1",
         "finetune.epochs=0",
         "search.latency_repeats=1",
-        "search.export=false",  # the ONNX export and MLflow Model: ~20 s a run on a CPU, and the full setting keeps them
+        "search.export=false",  # the ONNX export and MLflow Model: ~20 s a run on a CPU (the full setting keeps them)
     ],
     compile_backend="eager",
     budget_seconds=120,
