@@ -29,6 +29,9 @@ MARKER = re.compile(r"<!-- generated:(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /ge
 
 COMPRESSION = RESULTS / "compression" / "run-20261202-051952.json"  # digits, seed 1: every method
 COMPRESSION_MNIST = RESULTS / "compression" / "run-20261202-155000.json"  # MNIST-10k, seed 2: the bit methods
+#: Runs at several budgets (12 trials per search): every method; merged with the two above into COMPRESSION_MD.
+COMPRESSION_GRID = [RESULTS / "compression" / name for name in ("run-20261202-181415.json", "run-20261202-184120.json")]
+COMPRESSION_MD = RESULTS / "compression" / "compression.md"
 SEARCH_QUALITY_MD = RESULTS / "search_quality" / "search_quality.md"
 METHODOLOGY_MD = RESULTS / "methodology.md"
 PRUNE_MD = RESULTS / "prune.md"
@@ -452,11 +455,46 @@ def text_block(doc: Path, path: Path) -> str:
     return f"```\n{body}\n```\n\n{source(doc, path, header['command'], header['commit'])}{note}"
 
 
+def compression_budgets(doc: Path) -> str:
+    """Per (dataset, seed, budget) of the multi-budget runs: each budgeted method's saving and fine-tuned test
+    accuracy, against the base's."""
+    rows = []
+    for path in COMPRESSION_GRID:
+        blob = load_json(path)
+        base = {(b["dataset"], b["seed"]): b for b in blob["bases"]}
+        cells: dict[tuple[str, int, float], dict[str, dict[str, Any]]] = {}
+        for r in blob["runs"]:
+            if r["budget"] is not None:
+                cells.setdefault((r["dataset"], r["seed"], r["budget"]), {})[r["method"]] = r
+        for (dataset, seed, budget), by_method in sorted(cells.items()):
+            row = [dataset, str(seed), f"{budget:g}", pct(base[dataset, seed]["test_acc"])]
+            for m in ("pruning", "greedy_bits", "joint"):
+                r = by_method.get(m)
+                row.append("-" if r is None else f"{pct(r['saving'])} at {pct(r['test_after'])}")
+            rows.append(row)
+    goal = md_tables(COMPRESSION_MD)["Goal"]
+    columns = list(goal[0])
+    sources = "\n".join(source(doc, p, load_json(p)["command"], load_json(p)["git_commit"]) for p in COMPRESSION_GRID)
+    return (
+        table(
+            ["dataset", "seed", "budget", "base test acc", "pruning only", "greedy bits (quantization only)", "joint"],
+            rows,
+            right=3,
+        )
+        + "\n\nSaving at test accuracy after the same recovery. Hypervolume of each fine-tuned front (every budget of "
+        "the run; quantization only: the uniform bit-widths and the greedy allocations together), from "
+        f"[`{repo_path(COMPRESSION_MD)}`]({rel(doc, COMPRESSION_MD)}):\n\n"
+        + table(columns, [[r[c] for c in columns] for r in goal], right=2)
+        + f"\n\n{sources}"
+    )
+
+
 BLOCKS: dict[str, Callable[[Path], str]] = {
     "main-job": main_job,
     "main-job-times": main_job_times,
     "headline": headline,
     "compression": compression,
+    "compression-budgets": compression_budgets,
     "search-quality-mnist": lambda doc: search_quality_summary(doc, "mnist", ("0.4", "0.6", "0.75")),
     "search-quality-digits": lambda doc: search_quality_summary(doc, "digits", ("0.4", "0.6")),
     "search-quality-tau": search_quality_tau,
