@@ -30,7 +30,10 @@ MARKER = re.compile(r"<!-- generated:(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /ge
 COMPRESSION = RESULTS / "compression" / "run-20261202-051952.json"  # digits, seed 1: every method
 COMPRESSION_MNIST = RESULTS / "compression" / "run-20261202-155000.json"  # MNIST-10k, seed 2: the bit methods
 #: Runs at several budgets (12 trials per search): every method; merged with the two above into COMPRESSION_MD.
-COMPRESSION_GRID = [RESULTS / "compression" / name for name in ("run-20261202-181415.json", "run-20261202-184120.json")]
+COMPRESSION_GRID = [
+    RESULTS / "compression" / name
+    for name in ("run-20261202-181415.json", "run-20261202-184120.json", "run-20261202-194024.json")
+]
 COMPRESSION_MD = RESULTS / "compression" / "compression.md"
 SEARCH_QUALITY_MD = RESULTS / "search_quality" / "search_quality.md"
 METHODOLOGY_MD = RESULTS / "methodology.md"
