@@ -461,9 +461,10 @@ def text_block(doc: Path, path: Path) -> str:
 def compression_budgets(doc: Path) -> str:
     """Per (dataset, seed, budget) of the multi-budget runs: each budgeted method's saving and fine-tuned test
     accuracy, against the base's."""
-    rows = []
+    rows, sources = [], []
     for path in COMPRESSION_GRID:
         blob = load_json(path)
+        sources.append(source(doc, path, blob["command"], blob["git_commit"]))
         base = {(b["dataset"], b["seed"]): b for b in blob["bases"]}
         cells: dict[tuple[str, int, float], dict[str, dict[str, Any]]] = {}
         for r in blob["runs"]:
@@ -477,7 +478,6 @@ def compression_budgets(doc: Path) -> str:
             rows.append(row)
     goal = md_tables(COMPRESSION_MD)["Goal"]
     columns = list(goal[0])
-    sources = "\n".join(source(doc, p, load_json(p)["command"], load_json(p)["git_commit"]) for p in COMPRESSION_GRID)
     return (
         table(
             ["dataset", "seed", "budget", "base test acc", "pruning only", "greedy bits (quantization only)", "joint"],
@@ -488,7 +488,8 @@ def compression_budgets(doc: Path) -> str:
         "the run; quantization only: the uniform bit-widths and the greedy allocations together), from "
         f"[`{repo_path(COMPRESSION_MD)}`]({rel(doc, COMPRESSION_MD)}):\n\n"
         + table(columns, [[r[c] for c in columns] for r in goal], right=2)
-        + f"\n\n{sources}"
+        + "\n\n"
+        + "\n".join(sources)
     )
 
 
