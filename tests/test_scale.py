@@ -164,11 +164,12 @@ def test_base_cache_is_keyed_by_checkpoint_content(run_cli, tmp_path: Path) -> N
 
 def test_fidelity_promotion_rule() -> None:
     rule = Fidelity(subset=0.25, promote=0.5)
-    peers = [(0.9, 0.3), (0.8, 0.3), (0.7, 0.3)]
-    assert rule.promotes(0.85, 0.3, peers, constrained=True)  # 2nd of 4: in the top ceil(0.5 * 4) = 2
-    assert not rule.promotes(0.75, 0.3, peers, constrained=True)
-    assert rule.promotes(0.5, 0.9, peers, constrained=False)  # the largest saving: not dominated
-    assert not rule.promotes(0.75, 0.2, peers, constrained=False)
+    assert rule.rung_size == 2 and Fidelity(promote=0.34).rung_size == 3 and Fidelity(promote=1 / 3).rung_size == 3
+    assert rule.full_rung({0: (0.9, 0.3)}, constrained=True) == set()  # the rung opens at 1 / promote scores
+    scores = {0: (0.9, 0.3), 1: (0.8, 0.3), 2: (0.7, 0.3), 3: (0.85, 0.3)}
+    assert rule.full_rung(scores, constrained=True) == {0, 3}  # the top floor(0.5 * 4) = 2
+    assert rule.full_rung({**scores, 4: (0.85, 0.3)}, constrained=True) == {0, 3, 4}  # ties go up together
+    assert rule.full_rung({**scores, 4: (0.5, 0.9)}, constrained=False) == {0, 4}  # the non-dominated
     assert Fidelity().enabled is False
     with pytest.raises(ConfigError, match="fidelity.subset"):
         Fidelity(subset=0.0)
@@ -196,10 +197,17 @@ def test_multi_fidelity_search_and_dry_run(run_cli, tmp_path: Path) -> None:
     st = optuna.load_study(study_name="mf", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     done = [t for t in st.trials if t.user_attrs.get("evaluated")]
     fidelity = {t.number: t.user_attrs["fidelity"] for t in done}
-    assert fidelity[0] == fidelity[1] == "full"  # the psvit and uniform priors are always promoted
+    assert fidelity[0] == fidelity[1] == "subset"  # the priors compete: none is promoted before 3 scores exist
+    late = {t.number: t.user_attrs["promotion_of"] for t in done if "promotion_of" in t.user_attrs}
+    assert late, "no trial scored before the rung opened was promoted later"
+    for number, of in late.items():  # the very model of a subset trial, scored in full, without a subset pass
+        assert fidelity[number] == "full" and fidelity[of] == "subset" and number > of
+        assert st.trials[number].user_attrs["ratios"] == st.trials[of].user_attrs["ratios"]
+        assert "val_acc_subset" not in st.trials[number].user_attrs
+    assert len(set(late.values())) == len(late)  # each promoted once
     assert "subset" in fidelity.values() and list(fidelity.values()).count("full") < len(done)
     for t in done:
-        assert "val_acc_subset" in t.user_attrs
+        assert ("val_acc_subset" in t.user_attrs) == (t.number not in late)
         assert ("cost" in t.user_attrs["seconds"]) == (fidelity[t.number] == "full")
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("psvit").experiment_id], "tags.pareto = 'true'")

@@ -30,7 +30,7 @@ from psvit import tracking
 from psvit.allocation import kept_fractions, repair_to_budget
 from psvit.budget import Bits, quantized_bits
 from psvit.cost import cost_report
-from psvit.search.fidelity import FIDELITY_ATTR, FULL, SUBSET, SUBSET_ACC_ATTR, Fidelity
+from psvit.search.fidelity import FIDELITY_ATTR, FULL, PROMOTION_OF_ATTR, SUBSET, SUBSET_ACC_ATTR, Fidelity
 from psvit.search.recovery import WORKER_ATTR, this_worker
 from psvit.search.space import BITS_ATTR, RATIOS_ATTR, SearchSpace, trial_bits, trial_ratios
 from psvit.search.trial_runs import TrialRuns
@@ -85,7 +85,10 @@ class TrialObjective:
 
     def _run(self, trial: optuna.Trial, ratios: dict[str, float], bits: Bits, run_id: str) -> tuple[float, ...]:
         s = self.setup
-        if self.repair and self.budget is not None and trial.number >= self.n_priors:
+        source = self._promoted_from(trial)
+        if source is not None:  # a late promotion: exactly the model that trial scored on the subset
+            ratios, bits = trial_ratios(source), trial_bits(source)
+        elif self.repair and self.budget is not None and trial.number >= self.n_priors:
             ratios = repair_to_budget(s.memory, ratios, self.budget, bits)
         ratios = kept_fractions(s.memory, ratios, list(ratios))
         trial.set_user_attr(RATIOS_ATTR, ratios)
@@ -98,14 +101,14 @@ class TrialObjective:
         metrics = {"memory_saving": saving, "weight_bytes": s.memory.bytes(ratios, bits)}
         if bits:  # bytes by storage kind: float32, int2, int4, int8
             metrics.update({f"weight_bytes_{kind}": n for kind, n in s.memory.storage(ratios, bits).items()})
-        twin = self._evaluated_twin(trial, ratios, bits) if feasible else None
+        twin = self._evaluated_twin(trial, ratios, bits, full_only=source is not None) if feasible else None
         if twin is not None:
             trial.set_user_attr("duplicate_of", twin.number)
             trial.set_user_attr(FIDELITY_ATTR, twin.user_attrs.get(FIDELITY_ATTR, FULL))
             metrics.update(twin.user_attrs["metrics"])
         elif feasible:
             seconds: dict[str, float] = {}
-            metrics.update(self._evaluate(trial, ratios, bits, saving, seconds))
+            metrics.update(self._evaluate(trial, ratios, bits, saving, seconds, promoted=source is not None))
             trial.set_user_attr("seconds", seconds)
             trial.set_user_attr("eval_seconds", sum(seconds.values()))
             trial.set_user_attr(
@@ -130,14 +133,16 @@ class TrialObjective:
         return values + ((-metrics.get("energy_mj", 0.0),) if self.energy_objective else ())
 
     def _evaluated_twin(
-        self, trial: optuna.Trial, ratios: dict[str, float], bits: Bits
+        self, trial: optuna.Trial, ratios: dict[str, float], bits: Bits, full_only: bool = False
     ) -> optuna.trial.FrozenTrial | None:
-        """A COMPLETE, evaluated trial that pruned (and quantized) to the same model, if any."""
+        """A COMPLETE, evaluated trial that pruned (and quantized) to the same model, if any (``full_only``: one
+        scored at the full rung)."""
         memory, quantized = self.setup.memory, quantized_bits(bits)
         kept = memory.kept(ratios)
         for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             if (
                 "metrics" in t.user_attrs
+                and not (full_only and t.user_attrs.get(FIDELITY_ATTR) == SUBSET)
                 and memory.kept(trial_ratios(t)) == kept
                 and quantized_bits(trial_bits(t)) == quantized
             ):
@@ -145,21 +150,27 @@ class TrialObjective:
         return None
 
     def _evaluate(
-        self, trial: optuna.Trial, ratios: dict[str, float], bits: Bits, saving: float, seconds: dict[str, float]
+        self,
+        trial: optuna.Trial,
+        ratios: dict[str, float],
+        bits: Bits,
+        saving: float,
+        seconds: dict[str, float],
+        promoted: bool = False,
     ) -> dict[str, float]:
-        """Prune (and quantize), recalibrate and score the model at the trial's fidelity; ``seconds`` gets each
-        phase's time."""
+        """Prune (and quantize), recalibrate and score the model at the trial's fidelity (``promoted``: straight
+        at the full rung); ``seconds`` gets each phase's time."""
         s = self.setup
         with phase(seconds, "prune"):
             model = pruned_model(s, ratios, recalibrate_bn=False, bits=bits)
         with phase(seconds, "recalibrate"):
             recalibrate(s, model)
         metrics: dict[str, float] = {}
-        if self.fidelity.enabled:
+        if self.fidelity.enabled and not promoted:
             with phase(seconds, "evaluate"):
                 metrics[SUBSET_ACC_ATTR] = evaluate(model, self.val_subset, s.compute)
             trial.set_user_attr(SUBSET_ACC_ATTR, metrics[SUBSET_ACC_ATTR])
-            if not (trial.number < self.n_priors or self._promotes(trial, metrics[SUBSET_ACC_ATTR], saving)):
+            if not self._promote(trial, metrics[SUBSET_ACC_ATTR], saving):
                 trial.set_user_attr(FIDELITY_ATTR, SUBSET)
                 metrics["val_acc"] = metrics[SUBSET_ACC_ATTR]
                 return {**metrics, **(self._cost(model, seconds) if self.energy_objective else {})}
@@ -178,11 +189,30 @@ class TrialObjective:
                 model, images, latency_repeats=self.latency_repeats, compute=self.setup.compute
             ).to_dict()
 
-    def _promotes(self, trial: optuna.Trial, score: float, saving: float) -> bool:
-        """Successive halving's rule against every other trial scored on the subset (finished or not)."""
-        peers = [
-            (t.user_attrs[SUBSET_ACC_ATTR], self.setup.memory.saving(trial_ratios(t), trial_bits(t)))
-            for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-            if t.number != trial.number and SUBSET_ACC_ATTR in t.user_attrs
-        ]
-        return self.fidelity.promotes(score, saving, peers, constrained=self.budget is not None)
+    def _promote(self, trial: optuna.Trial, score: float, saving: float) -> bool:
+        """Successive halving's rule over every trial scored on the subset (finished or not, this one included):
+        whether this trial goes to the full rung; earlier finished ones that now belong there are queued."""
+        study = trial.study
+        trials = study.get_trials(deepcopy=False)
+        scores = {
+            t.number: (t.user_attrs[SUBSET_ACC_ATTR], self.setup.memory.saving(trial_ratios(t), trial_bits(t)))
+            for t in trials
+            if t.number != trial.number
+            and t.state in (TrialState.COMPLETE, TrialState.RUNNING)
+            and SUBSET_ACC_ATTR in t.user_attrs
+        }
+        scores[trial.number] = (score, saving)
+        rung = self.fidelity.full_rung(scores, constrained=self.budget is not None)
+        if len(trials) >= self.n_priors:  # a queued trial takes the next number: never a prior's
+            queued = {t.user_attrs.get(PROMOTION_OF_ATTR) for t in trials}
+            for number in sorted(rung - queued - {trial.number}):
+                waiting = trials[number]
+                if waiting.state == TrialState.COMPLETE and waiting.user_attrs.get(FIDELITY_ATTR) == SUBSET:
+                    study.enqueue_trial(waiting.params, user_attrs={PROMOTION_OF_ATTR: number})
+        return trial.number in rung
+
+    @staticmethod
+    def _promoted_from(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
+        """The subset trial that this queued late promotion scores in full, if it is one."""
+        number = trial.user_attrs.get(PROMOTION_OF_ATTR)
+        return None if number is None else trial.study.get_trials(deepcopy=False)[number]
