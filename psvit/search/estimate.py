@@ -26,8 +26,7 @@ from psvit.config import config_sections
 from psvit.cost import report_forward_images
 from psvit.models import create_model
 from psvit.prune import list_groups
-from psvit.search.samplers import STRATEGY_SAMPLERS
-from psvit.search.settings import bit_choices, recovery_epochs
+from psvit.search.settings import recovery_epochs
 from psvit.sensitivity import sensitivity_cache_path
 from psvit.train.base import base_cache_path, base_splits, model_config, sample_size
 from psvit.train.compute import Compute, device_name
@@ -35,9 +34,6 @@ from psvit.workflow import compute_of, plan, sensitivity_settings
 
 #: Images per timed batch at most (a 224-px model's batch of 256 would take minutes on a CPU).
 MAX_TIMED_BATCH = 32
-#: The strategies' prior trials a search adds to ``n_trials`` at most (a bit-width search: up to 6).
-N_PRIORS = 2
-N_BITS_PRIORS = 6
 
 
 @dataclass(frozen=True)
@@ -122,8 +118,7 @@ def estimate_search(cfg: DictConfig) -> Estimate:
     cells = len(groups) * (len(settings.grid) + len(settings.bits))
     stages["sensitivity"] = 0.0 if base_cached and table.is_file() else cells * (recalibration + n_subset * infer)
 
-    priors = N_BITS_PRIORS if bit_choices(cfg) != (32,) else N_PRIORS
-    n_trials = priors if sc.sampler in STRATEGY_SAMPLERS else int(sc.n_trials) + priors
+    n_trials = int(sc.n_trials)  # the priors are among them (a strategy sampler: one per budget of its ladder)
     promoted = 1.0 if n_subset == n_val else float(sc.fidelity.promote)
     n_sample = sample_size(splits, compute)  # the cost report's batch
     report = report_forward_images(n_sample, int(sc.latency_repeats)) * infer
