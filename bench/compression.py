@@ -178,6 +178,7 @@ def search(
 
 
 def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    commit = git_commit()  # the code the run starts with (the tree may move on while it runs)
     runs: list[Run] = []
     taus: list[dict[str, Any]] = []
     bases: list[dict[str, Any]] = []
@@ -270,7 +271,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                         )
     return {
         "command": command,
-        "git_commit": git_commit(),
+        "git_commit": commit,
         "base_settings": "quick" if args.quick else "defaults",
         "bases": bases,
         "runs": [asdict(r) for r in runs],
