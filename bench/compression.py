@@ -206,6 +206,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
             )
             table, _ = sensitivity(s)
             here = scratch / f"{dataset}-{seed}"
+            here.mkdir(parents=True, exist_ok=True)  # the searches' stores live here, whichever methods run
             for b in UNIFORM_BITS:
                 if f"uniform{b}" not in args.methods:
                     continue
