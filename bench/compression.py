@@ -313,7 +313,8 @@ def goal_rows(runs: list[Run]) -> list[str]:
 
 def summary(blobs: list[dict[str, Any]]) -> str:
     runs = [Run(**r) for b in blobs for r in b["runs"]]
-    bases = [x for b in blobs for x in b.get("bases", [])]
+    # one row per (dataset, seed): runs of the same base (another method or budget) share it
+    bases = list({(x["dataset"], x["seed"]): x for b in blobs for x in b.get("bases", [])}.values())
     lines = []
     if bases:
         lines += [
@@ -389,18 +390,26 @@ def plot(blobs: list[dict[str, Any]], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     runs = [Run(**r) for b in blobs for r in b["runs"]]
-    keys = sorted({(r.dataset, r.seed) for r in runs})
-    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4.5), squeeze=False)
-    for ax, (dataset, seed) in zip(axes[0], keys):
-        for (d, s, method), points in sorted(fronts(runs).items()):
-            if (d, s) == (dataset, seed) and method != "quantization_only":
-                points = sorted(points)
-                ax.plot([100 * p[0] for p in points], [100 * p[1] for p in points], marker="o", label=method)
-        ax.set_title(f"{dataset}, seed {seed}")
-        ax.set_xlabel("memory saving vs the float32 base (%)")
-        ax.set_ylabel("test accuracy after recovery (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    datasets = sorted({r.dataset for r in runs})
+    seeds = {d: sorted({r.seed for r in runs if r.dataset == d}) for d in datasets}
+    columns = max(len(v) for v in seeds.values())
+    fig, axes = plt.subplots(len(datasets), columns, figsize=(5 * columns, 4 * len(datasets)), squeeze=False)
+    colors = {"pruning": "tab:green", "uniform_bits": "tab:red", "greedy_bits": "tab:blue", "joint": "tab:orange"}
+    by_key = fronts(runs)
+    for row, dataset in zip(axes, datasets):  # a row per dataset, a panel per seed
+        for ax in row[len(seeds[dataset]) :]:
+            ax.axis("off")
+        for ax, seed in zip(row, seeds[dataset]):
+            for method, color in colors.items():
+                points = sorted(by_key.get((dataset, seed, method), []))
+                if points:
+                    xs, ys = [100 * p[0] for p in points], [100 * p[1] for p in points]
+                    ax.plot(xs, ys, marker="o", color=color, label=method)
+            ax.set_title(f"{dataset}, seed {seed}")
+            ax.set_xlabel("memory saving vs the float32 base (%)")
+            ax.set_ylabel("test accuracy after recovery (%)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -32,7 +32,14 @@ COMPRESSION_MNIST = RESULTS / "compression" / "run-20261202-155000.json"  # MNIS
 #: Runs at several budgets (12 trials per search): every method; merged with the two above into COMPRESSION_MD.
 COMPRESSION_GRID = [
     RESULTS / "compression" / name
-    for name in ("run-20261202-181415.json", "run-20261202-184120.json", "run-20261202-194024.json")
+    for name in (
+        "run-20261202-181415.json",  # digits, seed 3
+        "run-20261202-184120.json",  # digits, seed 4
+        "run-20261203-072133.json",  # digits, seed 2
+        "run-20261202-194024.json",  # MNIST-10k, seed 0
+        "run-20261203-082902.json",  # MNIST-10k, seed 1
+        "run-20261203-074947.json",  # MNIST-10k, seed 1: budget 0.95 (pruning and joint)
+    )
 ]
 COMPRESSION_MD = RESULTS / "compression" / "compression.md"
 SEARCH_QUALITY_MD = RESULTS / "search_quality" / "search_quality.md"
@@ -40,7 +47,7 @@ METHODOLOGY_MD = RESULTS / "methodology.md"
 PRUNE_MD = RESULTS / "prune.md"
 SCALE_TRIAL = RESULTS / "scale" / "run-20261127-101002.json"
 SCALE_AMP = RESULTS / "scale" / "run-20261127-073123.json"
-SCALE_FIDELITY = RESULTS / "scale" / "run-20261127-071525.json"
+SCALE_FIDELITY = RESULTS / "scale" / "run-20261203-091303.json"
 MAIN_JOB = RESULTS / "main_job" / "main-job-cold.txt"
 MAIN_JOB_WARM = RESULTS / "main_job" / "main-job-warm.txt"
 COST_REPORT = RESULTS / "cost_report" / "cost-report.txt"
@@ -405,49 +412,51 @@ def amp(doc: Path) -> str:
 
 def fidelity(doc: Path) -> str:
     blob = load_json(SCALE_FIDELITY)
-    rows, totals = [], {}
+    rows, notes = [], []
     for seed, searches in blob["fidelity"].items():
         for name, s in searches.items():
-            trial_total = s["split"]["trial"] * s["trials"]
-            totals[name] = (s["search_seconds"], trial_total)
             rows.append(
                 [
                     f"{name} (seed {seed})",
-                    f"{s['trials']} ({s['promoted']})",
+                    f"{s['trials']} ({s['promoted']}; {s['late_promotions']})",
                     f"{s['test_pruned']:.2f}%",
                     f"{s['test_finetuned']:.2f}%",
                     f"{s['saving']:.2f}%",
-                    f"{s['split']['recover']:.1f}",
-                    f"{s['split']['trial']:.1f}",
-                    f"{trial_total:.0f}",
+                    f"{s['sensitivity_seconds']:.0f}",
+                    f"{s['trial_seconds']:.0f}",
                     f"{s['search_seconds']:.0f}",
+                    f"{s['finetune_seconds']:.0f}",
                 ]
             )
-    (full_wall, full_trials), (multi_wall, multi_trials) = totals["full fidelity"], totals["multi-fidelity"]
-    tau = next(s["tau"] for v in blob["fidelity"].values() for s in v.values() if "tau" in s)
+        full, multi = searches["full fidelity"], searches["multi-fidelity"]
+        tau = full["tau"]
+        notes.append(
+            f"- Seed {seed}: the multi-fidelity search took {full['search_seconds'] / multi['search_seconds']:.2f}x "
+            f"less wall time ({multi['search_seconds']:.0f} s against {full['search_seconds']:.0f} s), its trials "
+            f"alone {full['trial_seconds'] / multi['trial_seconds']:.2f}x less; its chosen model's fine-tuned test "
+            f"accuracy differs by {multi['test_finetuned'] - full['test_finetuned']:+.2f} points. Kendall's tau of "
+            f"a trial's subset accuracy against its full-fidelity accuracy: {tau['subset_vs_full_fidelity']:.2f}; "
+            f"against the whole split without recovery: {tau['subset_vs_whole_split']:.2f} ({tau['n']} trials of "
+            "the full-fidelity search)."
+        )
     return (
         table(
             [
                 "search",
-                "trials (promoted)",
+                "trials (full rung; late)",
                 "test acc pruned",
                 "test acc fine-tuned",
                 "saving",
-                "s recovering, mean per trial",
-                "s per trial",
+                "s start-up + sensitivity",
                 "s in trials",
-                "s from launch to last trial",
+                "s search (both)",
+                "s fine-tune",
             ],
             rows,
         )
-        + f"\n\n- The multi-fidelity search ended {full_wall / multi_wall:.2f}x sooner "
-        f"({multi_wall:.0f} s against {full_wall:.0f} s), but its trials took longer, not shorter: "
-        f"{multi_trials:.0f} s in all against {full_trials:.0f} s. The time it saved was outside the trials "
-        f"({multi_wall - multi_trials:.0f} s against {full_wall - full_trials:.0f} s: start-up, the estimate "
-        f"and the sensitivity analysis, which it scores on the subset).\n"
-        f"- Kendall's tau of a trial's subset accuracy against its full-fidelity accuracy: "
-        f"{tau['subset_vs_full_fidelity']:.2f}; against the whole split without recovery: "
-        f"{tau['subset_vs_whole_split']:.2f} ({tau['n']} trials of the full-fidelity search).\n\n"
+        + "\n\n"
+        + "\n".join(notes)
+        + "\n\n"
         + source(doc, SCALE_FIDELITY, blob["command"], blob["git_commit"])
     )
 
@@ -461,21 +470,22 @@ def text_block(doc: Path, path: Path) -> str:
 def compression_budgets(doc: Path) -> str:
     """Per (dataset, seed, budget) of the multi-budget runs: each budgeted method's saving and fine-tuned test
     accuracy, against the base's."""
-    rows, sources = [], []
+    sources, base = [], {}
+    cells: dict[tuple[str, int, float], dict[str, dict[str, Any]]] = {}
     for path in COMPRESSION_GRID:
         blob = load_json(path)
         sources.append(source(doc, path, blob["command"], blob["git_commit"]))
-        base = {(b["dataset"], b["seed"]): b for b in blob["bases"]}
-        cells: dict[tuple[str, int, float], dict[str, dict[str, Any]]] = {}
+        base.update({(b["dataset"], b["seed"]): b for b in blob["bases"]})
         for r in blob["runs"]:
             if r["budget"] is not None:
                 cells.setdefault((r["dataset"], r["seed"], r["budget"]), {})[r["method"]] = r
-        for (dataset, seed, budget), by_method in sorted(cells.items()):
-            row = [dataset, str(seed), f"{budget:g}", pct(base[dataset, seed]["test_acc"])]
-            for m in ("pruning", "greedy_bits", "joint"):
-                r = by_method.get(m)
-                row.append("-" if r is None else f"{pct(r['saving'])} at {pct(r['test_after'])}")
-            rows.append(row)
+    rows = []
+    for (dataset, seed, budget), by_method in sorted(cells.items()):
+        row = [dataset, str(seed), f"{budget:g}", pct(base[dataset, seed]["test_acc"])]
+        for m in ("pruning", "greedy_bits", "joint"):
+            r = by_method.get(m)
+            row.append("-" if r is None else f"{pct(r['saving'])} at {pct(r['test_after'])}")
+        rows.append(row)
     goal = md_tables(COMPRESSION_MD)["Goal"]
     columns = list(goal[0])
     return (
