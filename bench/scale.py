@@ -317,14 +317,14 @@ def markdown(blob: dict[str, Any]) -> str:
         ]
         for name, a in arms.items():
             lines.append(
-                f"| {name} | {a['trials']} ({a['promoted']}; {a.get('late_promotions', 0)}) | "
+                f"| {name} | {a['trials']} ({a['promoted']}; {a['late_promotions']}) | "
                 f"{a['test_pruned']:.2f} | {a['test_finetuned']:.2f} | {a['saving']:.2f} | "
-                f"{a.get('sensitivity_seconds', 0):.0f} s | {a.get('trial_seconds', 0):.0f} s | "
+                f"{a['sensitivity_seconds']:.0f} s | {a['trial_seconds']:.0f} s | "
                 f"{a['search_seconds']:.0f} s |"
             )
         full, multi = arms["full fidelity"], arms["multi-fidelity"]
         tau = full.get("tau", {})
-        trial_speedup = full.get("trial_seconds", 0) / max(multi.get("trial_seconds", 0), 1e-9)
+        trial_speedup = full["trial_seconds"] / multi["trial_seconds"]
         lines += [
             "",
             f"speed-up {full['search_seconds'] / multi['search_seconds']:.2f}x for the search "
