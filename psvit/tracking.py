@@ -50,8 +50,22 @@ def ensure_store(tracking_uri: str, experiment: str) -> str:
         except Exception:  # another worker created it first
             found = mlflow.get_experiment_by_name(experiment)
     if found.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:
-        mlflow.MlflowClient().set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+        set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
     return found.experiment_id
+
+
+def set_experiment_tag(experiment_id: str, key: str, value: str) -> None:
+    """Set an experiment tag, safe against a parallel worker setting the same tag at the same moment.
+
+    MLflow's SQL store writes a new tag as a look-up-then-insert, so two workers that both find it missing both
+    insert and one fails on the unique key; by then the tag exists, and the second try updates it.
+    """
+    mlflow = import_mlflow()
+    client = mlflow.MlflowClient()
+    try:
+        client.set_experiment_tag(experiment_id, key, value)
+    except mlflow.exceptions.MlflowException:  # lost the insert race: the row is there now
+        client.set_experiment_tag(experiment_id, key, value)
 
 
 def saved_view_page(experiment_id: str, view: str, chart: bool = False) -> str:
@@ -137,7 +151,7 @@ def save_runs_views(experiment_id: str, views: Mapping[str, dict[str, Any]]) -> 
         key = f"{SAVED_VIEW_TAG}{view}"
         old = json.loads(saved.get(key, "{}"))
         if {k: old.get(k) for k in content} != content:
-            client.set_experiment_tag(
+            set_experiment_tag(
                 experiment_id, key, json.dumps({**content, "createdAt": old.get("createdAt", now), "updatedAt": now})
             )
 
