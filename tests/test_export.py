@@ -197,14 +197,12 @@ def test_quantized_checkpoint_exports_integer_weights(
     assert next(o.version for o in graph.opset_import if o.domain == "") == opset
     onnx.checker.check_model(graph, full_check=True)  # a valid file of that opset (types, shapes)
     floats = [numpy_helper.to_array(i) for i in graph.graph.initializer if i.data_type == onnx.TensorProto.FLOAT]
-    for name in layers:  # no quantized weight is left in float32 (as it is, or transposed for MatMul)
-        w = model.get_submodule(name).weight.detach().numpy()
-        assert not any(a.size == w.size and (np.array_equal(a, w) or np.array_equal(a, w.T)) for a in floats)
     # the integers are the codes psvit stores: onnxruntime's DequantizeLinear gives back exactly psvit's weights
     # (the logits then agree to rounding, which the strict parity above bounds: summation order is the kernels')
     restored = dequantized_in_onnxruntime(graph, list(dequantized), images[:1].numpy())
-    for name in layers:
+    for name in layers:  # no quantized weight left in float32, each restored exactly (as is, or transposed for MatMul)
         w = model.get_submodule(name).weight.detach().numpy()
+        assert not any(a.size == w.size and (np.array_equal(a, w) or np.array_equal(a, w.T)) for a in floats)
         assert any(np.array_equal(r, w) or np.array_equal(r, w.T) for r in restored), name
     stored = done.written.weights
     assert stored.file_bytes == done.path.stat().st_size < stored.float_bytes
