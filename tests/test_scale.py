@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import TINY
+from helpers import TINY, compose
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -18,7 +18,7 @@ from psvit.data import build_splits
 from psvit.errors import ConfigError
 from psvit.search.fidelity import Fidelity
 from psvit.train import Compute, evaluate, resolve_device
-from psvit.train.base import get_base_model, model_config
+from psvit.train.base import base_splits, get_base_model, model_config
 from psvit.train.compute import device_name
 
 
@@ -173,6 +173,33 @@ def test_fidelity_promotion_rule() -> None:
     assert Fidelity().enabled is False
     with pytest.raises(ConfigError, match="fidelity.subset"):
         Fidelity(subset=0.0)
+
+
+def test_estimate_times_trials_on_a_model_at_the_budget() -> None:
+    """The estimate times trials on the configured model narrowed uniformly to the budget: the narrowest uniform
+    model that meets it (quantizing, at the smallest bit-width: less narrowing), or without a budget the middle of
+    the front (half the largest saving)."""
+    from psvit.budget import MemoryModel, select_groups
+    from psvit.models import create_model
+    from psvit.prune import list_groups
+    from psvit.search.estimate import trial_ratios
+    from psvit.workflow import plan
+
+    def ratios_and_memory(*overrides: str) -> tuple[dict[str, float], MemoryModel, list]:
+        cfg = compose("search", *TINY, *overrides)
+        config = model_config(cfg.model, base_splits(cfg.model, cfg.data))
+        constraints, enabled = plan(cfg)
+        groups = select_groups(list_groups(create_model("spikformer", **config)), enabled)
+        memory = MemoryModel("spikformer", config, constraints)
+        return trial_ratios(cfg, memory, groups), memory, groups
+
+    at_budget, memory, groups = ratios_and_memory("+budget=0.4")
+    assert len(set(at_budget.values())) == 1 and 0.4 <= memory.saving(at_budget) < 0.45
+    quantized, _, _ = ratios_and_memory("+budget=0.4", "search.bits=[4,8]")
+    assert min(quantized.values()) > min(at_budget.values())  # 4-bit weights meet the budget with wider layers
+    front, _, _ = ratios_and_memory()
+    half = memory.max_saving(groups) / 2
+    assert half <= memory.saving(front) < half + 0.05
 
 
 def test_multi_fidelity_search_and_dry_run(run_cli, tmp_path: Path) -> None:

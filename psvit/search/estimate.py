@@ -1,14 +1,16 @@
 """Know the cost before paying it: a search's wall time, estimated from a few timed batches on this device.
 
 Two rates are measured on the configured model (random weights, the data's real images): seconds per image of an
-inference forward (at the evaluation batch size, capped) and of a training step (forward + backward). Every
-stage of the search is then a count of images times one of them: base training (if not cached), the sensitivity
-cells (if not cached; the bits grid's too), the prior and search trials at their fidelities with their recovery
-epochs (each training step also runs the distillation teacher's forward) and the cost report of every
-full-fidelity trial, the final fine-tune (teacher forwards, a validation pass per epoch) and its cost report, and
-(``search.export``) the chosen model's export, parity and latency checks and MLflow Model. Pruning and logging
-are not counted, so the estimate is a lower bound when models are small (see
-``bench/scale.py``).
+inference forward (at the evaluation batch size, capped) and of a training step (forward + backward). The same two
+are measured on a *typical trial model*: the configured model narrowed uniformly to the budget's saving (at the
+smallest searched bit-width, the least narrowing; without a budget, to half the largest saving, the middle of the
+front the trials map). Every stage of the search is then a count of images times one of these rates: base
+training (if not cached) and the sensitivity cells (if not cached; the bits grid's too) at the base model's, the
+prior and search trials at their fidelities with their recovery epochs (each training step also runs the
+distillation teacher's forward, at the base model's rate) and the cost report of every full-fidelity trial, the
+final fine-tune (teacher forwards, a validation pass per epoch) and its cost report, and (``search.export``) the
+chosen model's export, parity and latency checks and MLflow Model at the trial model's. Pruning and logging are
+not counted, so the estimate is a lower bound when models are small (see ``bench/scale.py``).
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from omegaconf import DictConfig
 from spikingjelly.activation_based import functional
 from torch import nn
 
-from psvit.budget import select_groups
+from psvit.allocation.uniform import uniform_for_budget
+from psvit.budget import MemoryModel, select_groups
 from psvit.config import config_sections
 from psvit.cost import report_forward_images
 from psvit.models import create_model
-from psvit.prune import list_groups
-from psvit.search.settings import recovery_epochs
+from psvit.prune import Group, list_groups
+from psvit.search.settings import bit_choices, recovery_epochs
 from psvit.sensitivity import sensitivity_cache_path
 from psvit.train.base import base_cache_path, base_splits, model_config, sample_size
 from psvit.train.compute import Compute, device_name
@@ -44,6 +47,8 @@ class Estimate:
     eval_s_per_image: float
     train_s_per_image: float
     stages: dict[str, float]
+    trial_eval_s_per_image: float
+    trial_train_s_per_image: float
 
     @property
     def total_seconds(self) -> float:
@@ -54,7 +59,8 @@ class Estimate:
         lines = [
             f"estimate: ~{human(self.total_seconds)} on {self.device} "
             f"({1e3 * self.eval_s_per_image:.2f} ms/image inference, "
-            f"{1e3 * self.train_s_per_image:.2f} ms/image training, measured on a few batches)"
+            f"{1e3 * self.train_s_per_image:.2f} ms/image training, measured on a few batches; a typical trial's "
+            f"model: {1e3 * self.trial_eval_s_per_image:.2f} and {1e3 * self.trial_train_s_per_image:.2f})"
         ]
         lines += [f"  {name:<14} ~{human(seconds)}" for name, seconds in self.stages.items()]
         return "\n".join(lines)
@@ -88,17 +94,34 @@ def seconds_per_image(
     return sorted(times)[len(times) // 2] / len(images)
 
 
+def trial_ratios(cfg: DictConfig, memory: MemoryModel, groups: list[Group]) -> dict[str, float]:
+    """Keep ratios of a typical trial's model: uniform at the budget's saving (at the smallest searched bit-width:
+    the least narrowing), or without a budget at half the largest saving (the middle of the mapped front)."""
+    low = min(bit_choices(cfg))
+    bits = {g.name: low for g in groups}
+    budget = cfg.get("budget")
+    target = float(budget) if budget is not None else memory.max_saving(groups, bits) / 2
+    return uniform_for_budget(memory, groups, target, bits=bits)
+
+
 def estimate_search(cfg: DictConfig) -> Estimate:
     """The estimated wall time of ``python -m psvit.search`` with ``cfg`` on its device (see the module doc)."""
     compute = compute_of(cfg)
     model_cfg, data_cfg, train_cfg, finetune_cfg = config_sections(cfg, "model", "data", "train", "finetune")
     splits = base_splits(model_cfg, data_cfg)  # a pretrained model's splits: held-out validation and test
-    model = create_model(model_cfg.get("name", "spikformer"), **model_config(model_cfg, splits)).to(compute.device)
+    name, base_config = model_cfg.get("name", "spikformer"), model_config(model_cfg, splits)
+    model = create_model(name, **base_config).to(compute.device)
     n = min(len(splits.train), MAX_TIMED_BATCH, compute.eval_batch_size)
     images = torch.stack([splits.train[i][0] for i in range(n)]).to(compute.device)
     labels = torch.as_tensor([splits.train[i][1] for i in range(n)], device=compute.device)
     infer = seconds_per_image(model, images, labels, compute, train=False)
     train = seconds_per_image(model, images, labels, compute, train=True)
+    constraints, enabled = plan(cfg)
+    groups = select_groups(list_groups(model), enabled)
+    memory = MemoryModel(name, base_config, constraints)
+    trial_model = create_model(name, **memory.config(trial_ratios(cfg, memory, groups))).to(compute.device)
+    trial_infer = seconds_per_image(trial_model, images, labels, compute, train=False)
+    trial_train = seconds_per_image(trial_model, images, labels, compute, train=True)
 
     sc, settings = cfg.search, sensitivity_settings(cfg)
     n_train, n_val, n_test = len(splits.train), len(splits.val), len(splits.test)
@@ -112,8 +135,6 @@ def estimate_search(cfg: DictConfig) -> Estimate:
         else train_cfg["epochs"] * n_train * train + (n_val + n_test) * infer
     }
 
-    constraints, enabled = plan(cfg)
-    groups = select_groups(list_groups(model), enabled)
     table = sensitivity_cache_path(base_path, groups, constraints, settings, data_cfg=data_cfg, cache_dir=cfg.cache_dir)
     cells = len(groups) * (len(settings.grid) + len(settings.bits))
     stages["sensitivity"] = 0.0 if base_cached and table.is_file() else cells * (recalibration + n_subset * infer)
@@ -121,18 +142,20 @@ def estimate_search(cfg: DictConfig) -> Estimate:
     n_trials = int(sc.n_trials)  # the priors are among them (a strategy sampler: one per budget of its ladder)
     promoted = 1.0 if n_subset == n_val else float(sc.fidelity.promote)
     n_sample = sample_size(splits, compute)  # the cost report's batch
-    report = report_forward_images(n_sample, int(sc.latency_repeats)) * infer
-    step = train + (infer if finetune_cfg.get("kd_weight", 0) > 0 else 0.0)  # a step and its teacher's forward
-    full = n_val * infer + recovery_epochs(cfg) * n_train * step + report
-    per_trial = recalibration + (n_subset * infer if n_subset < n_val else 0.0) + promoted * full
+    report = report_forward_images(n_sample, int(sc.latency_repeats)) * trial_infer
+    teacher = infer if finetune_cfg.get("kd_weight", 0) > 0 else 0.0  # the base model's forward at every step
+    step = trial_train + teacher
+    full = n_val * trial_infer + recovery_epochs(cfg) * n_train * step + report
+    trial_recalibration = settings.recalibration_batches * settings.batch_size * trial_infer
+    per_trial = trial_recalibration + (n_subset * trial_infer if n_subset < n_val else 0.0) + promoted * full
     stages["trials"] = n_trials * per_trial
     epochs = finetune_cfg["epochs"]
     stages["fine-tune"] = (
         (
             epochs * n_train * step
-            + (epochs + 1) * n_val * infer
-            + 2 * n_test * infer
-            + report_forward_images(n_sample) * infer
+            + (epochs + 1) * n_val * trial_infer
+            + 2 * n_test * trial_infer
+            + report_forward_images(n_sample) * trial_infer
         )
         if sc.finalize
         else 0.0
@@ -146,6 +169,6 @@ def estimate_search(cfg: DictConfig) -> Estimate:
         parity_images, latency_batches = 256, (1, 64)
         timed = 2 * (2 + int(sc.latency_repeats)) * sum(latency_batches)
         stages["export"] = (
-            8.0 * int(model.config.get("depth", 2)) + 1.0 + (3 * min(parity_images, n_test) + timed) * infer
+            8.0 * int(model.config.get("depth", 2)) + 1.0 + (3 * min(parity_images, n_test) + timed) * trial_infer
         )
-    return Estimate(device_name(compute.device), infer, train, stages)
+    return Estimate(device_name(compute.device), infer, train, stages, trial_infer, trial_train)
