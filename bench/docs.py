@@ -401,6 +401,45 @@ def scale_trial(doc: Path) -> str:
     )
 
 
+def estimate_seconds(line: str) -> float:
+    """The total of a printed ``estimate: ~X unit on <device> (...)`` line, in seconds."""
+    match = re.match(r"estimate: ~([\d.]+) (s|min|h) ", line)
+    if match is None:
+        raise SystemExit(f"error: not an estimate line: {line!r}")
+    return float(match[1]) * {"s": 1, "min": 60, "h": 3600}[match[2]]
+
+
+def estimate_check(doc: Path) -> str:
+    """Every CPU run that recorded both its whole command's wall time and the estimate it printed first."""
+    runs: list[tuple[str, float, str]] = []  # (run, measured seconds, estimate line)
+    sources = []
+    for name, path in (("main job, cold", MAIN_JOB), ("main job, warm", MAIN_JOB_WARM)):
+        header, body = text_result(path)
+        estimate = next(line for line in body.splitlines() if line.startswith("estimate:"))
+        runs.append((name, float(header["wall time"].split(" s ")[0]), estimate))
+        sources.append(source(doc, path, header["command"], header["commit"]))
+    trial = load_json(SCALE_TRIAL)
+    for part, name in (("default", "default model, budget 0.4, 10 trials"), ("spikformer512", "Spikformer-8-512")):
+        runs.append((name, trial[part]["wall_seconds"], trial[part]["estimate"]))
+    fidelity = load_json(SCALE_FIDELITY)
+    for seed, searches in fidelity["fidelity"].items():
+        for arm, a in searches.items():
+            runs.append((f"MNIST-10k, {arm}, seed {seed}", a["search_seconds"] + a["finetune_seconds"], a["estimate"]))
+    rows = [
+        [name, f"{measured:.0f}", f"{estimate_seconds(line):.0f}", f"{estimate_seconds(line) / measured - 1:+.0%}"]
+        for name, measured, line in runs
+    ]
+    sources += [
+        source(doc, path, blob["command"], blob["git_commit"])
+        for path, blob in ((SCALE_TRIAL, trial), (SCALE_FIDELITY, fidelity))
+    ]
+    return (
+        table(["run (2-core CPU)", "measured (s)", "estimate (s)", "error"], rows)
+        + "\n\n"
+        + "\n".join(f"- {line}" for line in sources)
+    )
+
+
 def amp(doc: Path) -> str:
     blob = load_json(SCALE_AMP)
     rows = [[name, f"{v['test']:.2f}%", f"{v['val']:.2f}%"] for name, v in blob["amp"].items()]
@@ -516,6 +555,7 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
     "methodology-mnist": lambda doc: methodology(doc, "MNIST-10k"),
     "prune-latency": prune_latency,
     "scale-trial": scale_trial,
+    "estimate-check": estimate_check,
     "amp": amp,
     "fidelity": fidelity,
     "cost-report": lambda doc: text_block(doc, COST_REPORT),
