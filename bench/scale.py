@@ -353,21 +353,25 @@ def main() -> None:
     args = parser.parse_args()
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     blob: dict[str, Any] = {"command": "python bench/scale.py " + " ".join(sys.argv[1:]), "git_commit": commit}
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"run-{time.strftime('%Y%m%d-%H%M%S')}.json"
+
+    def save() -> None:  # after every part and seed: a run stopped early keeps what it finished
+        path.write_text(json.dumps(blob, indent=1, default=str))
+
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
-        if "default" in args.parts:
-            blob["default"] = part_default(work)
-        if "spikformer512" in args.parts:
-            blob["spikformer512"] = part_spikformer512(work)
-        if "amp" in args.parts:
-            blob["amp"] = part_amp()
+        parts = {"default": part_default, "spikformer512": part_spikformer512, "amp": lambda _: part_amp()}
+        for part in (p for p in parts if p in args.parts):
+            blob[part] = parts[part](work)
+            save()
         if "fidelity" in args.parts:
-            blob["fidelity"] = {str(s): part_fidelity(work / f"fidelity-{s}", s, args.trials) for s in args.seeds}
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (args.out / f"run-{stamp}.json").write_text(json.dumps(blob, indent=1, default=str))
+            blob["fidelity"] = {}
+            for seed in args.seeds:
+                blob["fidelity"][str(seed)] = part_fidelity(work / f"fidelity-{seed}", seed, args.trials)
+                save()
     text = markdown(blob)
-    (args.out / f"scale-{stamp}.md").write_text(text)
+    path.with_name(path.name.replace("run-", "scale-").replace(".json", ".md")).write_text(text)
     print(text)
 
 

@@ -18,7 +18,7 @@ from onnx import numpy_helper
 import psvit
 from psvit.data import build_splits
 from psvit.export import Exported, ExportError, Tolerance, export_model, export_onnx, exportable, verify
-from psvit.export.parity import onnx_runner
+from psvit.export.parity import compare, onnx_runner
 from psvit.export.quantized import INTEGER_TYPES, runtime_runs
 from psvit.models import create_model
 from psvit.prune import list_groups, prune
@@ -70,14 +70,15 @@ def test_onnx_matches_psvit_in_onnxruntime(family: str, pruned: bool, images: to
     assert done.written.exporter.startswith("torch.onnx dynamo exporter") and not done.written.notes
     p = done.parity
     assert p.images == len(images) and p.runtime.startswith("onnxruntime")
-    assert p.max_abs_graph <= 1e-4 and p.top1_graph == 1.0 and p.top1_model >= 0.99 and not done.failures
-    reference = predict(model, images)
-    assert reference.std(0).max() > 0.01  # the logits depend on the image: spikes do flow
+    assert p.match_graph >= 0.99 and p.top1_graph >= 0.99 and p.top1_model >= 0.99 and not done.failures
+    assert predict(model, images).std(0).max() > 0.01  # the logits depend on the image: spikes do flow
     # the batch dimension is dynamic, and every call starts from a fresh neuron state
     run = onnx_runner(done.path)
+    full = run(images.numpy())
     for size in (1, 3):
         got = run(images[:size].numpy())
-        assert got.shape == (size, 10) and np.abs(got - reference[:size].numpy()).max() <= 1e-4
+        assert got.shape == (size, 10) and np.array_equal(got, run(images[:size].numpy()))
+        assert np.abs(got - full[:size]).max() <= 1e-4
     graph = onnx.load(str(done.path)).graph
     ops = {n.op_type for n in graph.node}
     assert "BatchNormalization" not in ops and {"Where", "GreaterOrEqual"} <= ops  # BN folded, LIF elementwise
@@ -89,7 +90,7 @@ def test_pt2_program_matches_psvit(images: torch.Tensor, tmp_path: Path) -> None
     model = tiny("sdt", images, pruned=True)
     done = export_model(model, tmp_path / "m.pt2", images[:32], fmt="pt2", latency_batches=(1, 4), repeats=2)
     assert done.format().startswith(f"pt2: {tmp_path / 'm.pt2'}")
-    assert done.parity.max_abs_graph <= 1e-4 and done.parity.top1_model >= 0.99
+    assert done.parity.match_graph >= 0.99 and done.parity.top1_model >= 0.99
     program = torch.export.load(str(done.path)).module()
     with torch.no_grad():
         assert torch.allclose(program(images[:5]), predict(model, images[:5]), atol=1e-4)
@@ -113,10 +114,33 @@ def test_a_wrong_graph_fails_the_parity_check(images: torch.Tensor, exported, tm
         if array.shape == (10,):
             init.CopyFrom(numpy_helper.from_array(array + np.arange(10, dtype=array.dtype), init.name))
     onnx.save(wrong, str(tmp_path / "wrong.onnx"))
-    with pytest.raises(ExportError, match=r"^parity check failed for .*wrong\.onnx .*max \|dlogit\| .* > 0\.0001"):
+    off = r"logits within 0\.0001 on 0\.00% of the images < 99% vs the torch graph"
+    with pytest.raises(ExportError, match=rf"^parity check failed for .*wrong\.onnx .*{off}"):
         verify(tmp_path / "wrong.onnx", "onnx", model, images[:32])
     loose = verify(tmp_path / "wrong.onnx", "onnx", model, images[:32], strict=False)
     assert loose.failures(Tolerance()) and loose.max_abs_graph > 1
+
+
+def test_parity_counts_images_so_a_flipped_spike_is_not_a_failed_export(images: torch.Tensor) -> None:
+    """A runtime that rounds differently flips a spike on an image now and then (seen: one image in 256 off by a
+    spike's worth, 0.04, on a CPU without AVX-512): parity holds while at least 99 % of the images match."""
+    model = tiny("spikformer", images, pruned=True)
+    graph = exportable(model)
+
+    def runtime(off: int):
+        def run(batch: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                out = graph(torch.from_numpy(batch)).numpy().copy()
+            if np.array_equal(batch[0], images[0].numpy()):  # the first chunk: its first `off` images
+                out[:off, 0] += 0.04
+            return out
+
+        return run
+
+    one = compare(runtime(1), "rounding", graph, model, images, 1e-4)
+    assert one.match_graph == 1 - 1 / len(images) and one.max_abs_graph > 0.039 and not one.failures(Tolerance())
+    two = compare(runtime(2), "rounding", graph, model, images, 1e-4)
+    assert two.failures(Tolerance())[0] == "logits within 0.0001 on 98.44% of the images < 99% vs the torch graph"
 
 
 def test_cli_needs_a_checkpoint_that_records_its_data(images: torch.Tensor, tmp_path: Path) -> None:
@@ -189,16 +213,16 @@ def test_quantized_checkpoint_exports_integer_weights(
     model = psvit.load(quantized_checkpoint(family, images, bits, tmp_path))
     layers = quantization(model)
     assert layers and set(layers.values()) == {bits}
-    done = export_onnx(model, tmp_path / "q.onnx", images)  # parity checked (strict): max |dlogit| <= 1e-4
+    done = export_onnx(model, tmp_path / "q.onnx", images)  # parity checked (strict)
     p = done.parity
-    assert p.max_abs_graph <= 1e-4 and p.top1_graph == 1.0 and p.top1_model >= 0.99 and not done.failures
+    assert p.match_graph >= 0.99 and p.top1_graph >= 0.99 and p.top1_model >= 0.99 and not done.failures
     graph, dequantized = integer_weights(done.path)
     assert len(dequantized) == len(layers) and set(dequantized.values()) == {dtype}  # every quantized layer
     assert next(o.version for o in graph.opset_import if o.domain == "") == opset
     onnx.checker.check_model(graph, full_check=True)  # a valid file of that opset (types, shapes)
     floats = [numpy_helper.to_array(i) for i in graph.graph.initializer if i.data_type == onnx.TensorProto.FLOAT]
     # the integers are the codes psvit stores: onnxruntime's DequantizeLinear gives back exactly psvit's weights
-    # (the logits then agree to rounding, which the strict parity above bounds: summation order is the kernels')
+    # (the logits then agree to rounding, which the parity above bounds: summation order is the kernels')
     restored = dequantized_in_onnxruntime(graph, list(dequantized), images[:1].numpy())
     for name in layers:  # no quantized weight left in float32, each restored exactly (as is, or transposed for MatMul)
         w = model.get_submodule(name).weight.detach().numpy()
@@ -225,7 +249,7 @@ def test_mixed_bit_widths_and_float_groups(images: torch.Tensor, tmp_path: Path)
     plan = dict(zip(names, [2, 3, 4, 6, 8, 32] * 2))
     model = psvit.load(quantized_checkpoint("spikformer", images, plan, tmp_path))
     done = export_onnx(model, tmp_path / "mixed.onnx", images)
-    assert done.parity.max_abs_graph <= 1e-4 and done.parity.top1_graph == 1.0
+    assert done.parity.match_graph >= 0.99 and not done.failures
     _, dequantized = integer_weights(done.path)
     assert len(dequantized) == len(quantization(model))
     want = {"INT2": 2, "INT4": 3, "INT8": 6} if runtime_runs(INTEGER_TYPES[0]) else {"INT4": 2, "INT8": 6}
@@ -241,11 +265,11 @@ def test_max_opset_narrows_the_integer_types_and_says_what_stays_float(images: t
     done = export_onnx(model, tmp_path / "opset21.onnx", images[:32], max_opset=21)
     graph, dequantized = integer_weights(done.path)
     assert set(dequantized.values()) == {"INT4"} and graph.opset_import[0].version == 21
-    assert done.parity.max_abs_graph <= 1e-4
+    assert done.parity.match_graph >= 0.99
     # below opset 13, DequantizeLinear has no per-channel scales: the weights stay float, and the export says so
     done = export_onnx(model, tmp_path / "opset12.onnx", images[:32], max_opset=12)
     graph, dequantized = integer_weights(done.path)
-    assert not dequantized and done.parity.max_abs_graph <= 1e-4
+    assert not dequantized and done.parity.match_graph >= 0.99
     note = (
         f"note: weights of groups {groups} at 2 bits stored as float (no ONNX integer type for 2-bit codes "
         f"within opset 12 that onnxruntime {__import__('onnxruntime').__version__} runs)"

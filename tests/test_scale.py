@@ -3,6 +3,7 @@ checkpoint-content cache key, multi-fidelity trials and the cost estimate (CPU; 
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -208,6 +209,7 @@ def test_multi_fidelity_search_and_dry_run(run_cli, tmp_path: Path) -> None:
 
     dry = run_cli("search", "+budget=0.4", "search.dry_run=true", *TINY)
     assert dry.stdout.startswith("estimate: ~") and "trials" in dry.stdout and "fine-tune" in dry.stdout
+    assert re.search(r"^  timing \(done\) +~\d+ s$", dry.stdout, re.MULTILINE)  # the estimate's own timing counts
     assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "mlflow.db").exists()  # nothing started
 
     out = run_cli(

@@ -6,6 +6,7 @@ Prints ``onnx: <path>`` (or ``pt2: <path>``), the exporter, the parity and the l
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -29,7 +30,7 @@ def check_request(cfg: DictConfig) -> None:
     batch = cfg.latency.batch
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 0:
         raise ConfigError(f"latency.batch must be an integer >= 0 (0: no timing), got {batch!r}")
-    for key in ("parity.max_abs_logit", "parity.min_top1_graph", "parity.min_top1_model"):
+    for key in ("parity.max_abs_logit", "parity.min_match_graph", "parity.min_top1_graph", "parity.min_top1_model"):
         value = OmegaConf.select(cfg, key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise ConfigError(f"{key} must be a number >= 0, got {value!r}")
@@ -51,7 +52,7 @@ def main(cfg: DictConfig) -> None:
     source = open_source(cfg.checkpoint, data)
     images = source.images(cfg.parity.images)
     batches = (1, cfg.latency.batch) if cfg.latency.batch else ()
-    tol = Tolerance(cfg.parity.max_abs_logit, cfg.parity.min_top1_graph, cfg.parity.min_top1_model)
+    tol = Tolerance(**{key: float(cfg.parity[key]) for key in asdict(Tolerance())})
     done = export_model(
         source.model,
         output_path(cfg),

@@ -58,8 +58,10 @@ def verify(
     it should hold (``graph``, by default :func:`psvit.export.exportable` of ``model``); with ``strict``, a
     one-line :class:`~psvit.export.ExportError` when it is off tolerance."""
     runtime, run = runner_for(path, fmt)
-    parity = compare(run, runtime, graph if graph is not None else exportable(model, fold_bn=fold_bn), model, images)
-    return check(parity, tol or Tolerance(), path) if strict else parity
+    tol = tol or Tolerance()
+    graph = graph if graph is not None else exportable(model, fold_bn=fold_bn)
+    parity = compare(run, runtime, graph, model, images, tol.max_abs_logit)
+    return check(parity, tol, path) if strict else parity
 
 
 def export_model(

@@ -1,9 +1,13 @@
 """Does the exported file compute what psvit computes? Run it (onnxruntime, or the loaded ``torch.export``
 program) on real images and compare its logits with the same graph in torch and with psvit's own forward.
 
-Two references, two tolerances: the exported graph in torch (BatchNorm folded, stateless neurons) must match to
-``max_abs_logit`` with the same top-1 everywhere; the unfolded psvit model must agree on top-1 for at least
-``min_top1_model`` of the images, since folding BN can flip a spike by a rounding difference.
+Two references: the exported graph in torch (BatchNorm folded, stateless neurons) and the unfolded psvit model.
+A spiking network turns a rounding difference into a spike when a membrane potential sits within it of the
+threshold: the runtime's kernels sum in another order than torch's (which order depends on the CPU), and folding
+BN rounds differently again, so an image's logits can differ by a whole spike's worth. The checks therefore count
+images: the runtime's logits must agree with the torch graph's within ``max_abs_logit`` on at least
+``min_match_graph`` of the images, with the same top-1 on ``min_top1_graph`` of them, and with the psvit model's
+top-1 on ``min_top1_model``. A wrong export is off on most images, not on one.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ CHUNK = 64
 @dataclass(frozen=True)
 class Tolerance:
     max_abs_logit: float = 1e-4
-    min_top1_graph: float = 1.0
+    min_match_graph: float = 0.99
+    min_top1_graph: float = 0.99
     min_top1_model: float = 0.99
 
 
@@ -39,6 +44,8 @@ class Parity:
 
     runtime: str
     images: int
+    max_abs_logit: float  # the per-image tolerance that match_graph counts with
+    match_graph: float  # share of images whose logits all agree with the torch graph's within max_abs_logit
     max_abs_graph: float
     top1_graph: float
     max_abs_model: float
@@ -47,8 +54,11 @@ class Parity:
     def failures(self, tol: Tolerance) -> list[str]:
         """What is off tolerance, one phrase each (empty when parity holds)."""
         out = []
-        if not self.max_abs_graph <= tol.max_abs_logit:  # also catches NaN
-            out.append(f"max |dlogit| {self.max_abs_graph:.3g} > {tol.max_abs_logit:g} vs the torch graph")
+        if not self.match_graph >= tol.min_match_graph:  # also catches NaN
+            out.append(
+                f"logits within {self.max_abs_logit:g} on {self.match_graph:.2%} of the images < "
+                f"{tol.min_match_graph:.0%} vs the torch graph"
+            )
         if self.top1_graph < tol.min_top1_graph:
             out.append(f"top-1 agreement {self.top1_graph:.2%} < {tol.min_top1_graph:.0%} vs the torch graph")
         if self.top1_model < tol.min_top1_model:
@@ -57,13 +67,14 @@ class Parity:
 
     def format(self) -> str:
         return (
-            f"parity ({self.runtime}, {self.images} images): vs torch graph (BN folded) max |dlogit| "
-            f"{self.max_abs_graph:.2e}, top-1 {self.top1_graph:.2%}; vs psvit model max |dlogit| "
-            f"{self.max_abs_model:.2e}, top-1 {self.top1_model:.2%}"
+            f"parity ({self.runtime}, {self.images} images): vs torch graph (BN folded) logits within "
+            f"{self.max_abs_logit:g} on {self.match_graph:.2%}, max |dlogit| {self.max_abs_graph:.2e}, top-1 "
+            f"{self.top1_graph:.2%}; vs psvit model max |dlogit| {self.max_abs_model:.2e}, top-1 {self.top1_model:.2%}"
         )
 
     def metrics(self) -> dict[str, float]:
         return {
+            "parity_match_graph": self.match_graph,
             "parity_max_abs_logit": self.max_abs_graph,
             "parity_top1_graph": self.top1_graph,
             "parity_max_abs_logit_model": self.max_abs_model,
@@ -120,8 +131,11 @@ def runner_for(path: str | os.PathLike, fmt: str) -> tuple[str, Runner]:
     return "torch.export program", pt2_runner(Path(path))
 
 
-def compare(run: Runner, runtime: str, graph: nn.Module, model: nn.Module, images: torch.Tensor) -> Parity:
-    """Run ``images`` through the runtime, ``graph`` (the exported torch graph) and psvit's ``model``."""
+def compare(
+    run: Runner, runtime: str, graph: nn.Module, model: nn.Module, images: torch.Tensor, max_abs_logit: float
+) -> Parity:
+    """Run ``images`` through the runtime, ``graph`` (the exported torch graph) and psvit's ``model``; an image
+    matches the graph when all its logits agree within ``max_abs_logit``."""
     got, want_graph, want_model = [], [], []
     for start in range(0, len(images), CHUNK):
         batch = images[start : start + CHUNK].cpu().float()
@@ -131,10 +145,13 @@ def compare(run: Runner, runtime: str, graph: nn.Module, model: nn.Module, image
         want_model.append(predict(model, batch.to(_device(model))).cpu())
     out, ref_graph, ref_model = (torch.cat(x).double() for x in (got, want_graph, want_model))
     top1 = out.argmax(1)
+    per_image = (out - ref_graph).abs().amax(1)
     return Parity(
         runtime,
         len(images),
-        float((out - ref_graph).abs().max()),
+        max_abs_logit,
+        float((per_image <= max_abs_logit).double().mean()),
+        float(per_image.max()),
         float((top1 == ref_graph.argmax(1)).double().mean()),
         float((out - ref_model).abs().max()),
         float((top1 == ref_model.argmax(1)).double().mean()),

@@ -29,7 +29,9 @@ class PsvitModel(PythonModel):
         cfg = self.model.config
         self.shape = (int(cfg["in_channels"]), int(cfg["img_size"]), int(cfg["img_size"]))
 
-    def predict(self, context, model_input, params=None):  # no type hints: MLflow would read them as a schema
+    # np.ndarray: a hint MLflow infers no schema from (the logged signature is the schema), which also keeps it
+    # from warning every user that ``predict`` has none; a dict of one array is accepted too (checked_images)
+    def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
         import torch
 
         from psvit.train import predict

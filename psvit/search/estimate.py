@@ -1,16 +1,17 @@
 """Know the cost before paying it: a search's wall time, estimated from a few timed batches on this device.
 
 Two rates are measured on the configured model (random weights, the data's real images): seconds per image of an
-inference forward (at the evaluation batch size, capped) and of a training step (forward + backward). The same two
-are measured on a *typical trial model*: the configured model narrowed uniformly to the budget's saving (at the
-smallest searched bit-width, the least narrowing; without a budget, to half the largest saving, the middle of the
-front the trials map). Every stage of the search is then a count of images times one of these rates: base
-training (if not cached) and the sensitivity cells (if not cached; the bits grid's too) at the base model's, the
-prior and search trials at their fidelities with their recovery epochs (each training step also runs the
-distillation teacher's forward, at the base model's rate) and the cost report of every full-fidelity trial, the
-final fine-tune (teacher forwards, a validation pass per epoch) and its cost report, and (``search.export``) the
-chosen model's export, parity and latency checks and MLflow Model at the trial model's. Pruning and logging are
-not counted, so the estimate is a lower bound when models are small (see ``bench/scale.py``).
+inference forward (at the evaluation batch size, capped) and of a training step (forward + backward). The same
+two, and one BatchNorm recalibration as a trial runs it, are measured on a *typical trial model*: the configured
+model narrowed uniformly to the budget's saving (at the smallest searched bit-width, the least narrowing; without
+a budget, to half the largest saving, the middle of the front the trials map). Every stage of the search is then
+a count of images times one of these rates: base training (if not cached) and the sensitivity cells (if not
+cached; the bits grid's too) at the base model's, the prior and search trials at their fidelities with their
+recovery epochs (each training step also runs the distillation teacher's forward, at the base model's rate) and
+the cost report of every full-fidelity trial, the final fine-tune (teacher forwards, a validation pass per epoch)
+and its cost report, and (``search.export``) the chosen model's export, parity and latency checks and MLflow Model
+at the trial model's. The timing itself is a stage too, already spent when the estimate is printed. Pruning and
+logging are not counted, so the estimate is a lower bound when models are small (see ``bench/scale.py``).
 """
 
 from __future__ import annotations
@@ -27,16 +28,20 @@ from psvit.allocation.uniform import uniform_for_budget
 from psvit.budget import MemoryModel, select_groups
 from psvit.config import config_sections
 from psvit.cost import report_forward_images
+from psvit.data import DataSplits
 from psvit.models import create_model
 from psvit.prune import Group, list_groups
 from psvit.search.settings import bit_choices, recovery_epochs
-from psvit.sensitivity import sensitivity_cache_path
+from psvit.sensitivity import SensitivitySettings, recalibrated, sensitivity_cache_path
 from psvit.train.base import base_cache_path, base_splits, model_config, sample_size
 from psvit.train.compute import Compute, device_name
 from psvit.workflow import compute_of, plan, sensitivity_settings
 
 #: Images per timed batch at most (a 224-px model's batch of 256 would take minutes on a CPU).
 MAX_TIMED_BATCH = 32
+#: A rate is timed over passes until MIN_TIMED seconds (at most MAX_PASSES after the warm-up); a pass of more than
+#: LONG_PASS seconds is not repeated.
+MIN_TIMED, MAX_PASSES, LONG_PASS = 1.0, 10, 2.0
 
 
 @dataclass(frozen=True)
@@ -74,12 +79,15 @@ def human(seconds: float) -> str:
 
 
 def seconds_per_image(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, compute: Compute, train: bool, repeats: int = 2
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, compute: Compute, train: bool
 ) -> float:
-    """Median seconds per image of a forward (``train``: forward + backward) of the batch, after a warm-up."""
+    """Median seconds per image of a forward (``train``: forward + backward) of the batch, over passes after a
+    warm-up until ``MIN_TIMED`` seconds are timed (at most ``MAX_PASSES``). A pass of more than ``LONG_PASS``
+    seconds (a 224-px model on a CPU) ends the timing: its one-time costs are milliseconds, so the warm-up alone,
+    if that long, is the measurement."""
     model.train(train)
-    times = []
-    for i in range(repeats + 1):
+    times: list[float] = []
+    while len(times) <= MAX_PASSES:
         start = time.perf_counter()
         with torch.set_grad_enabled(train), compute.autocast():
             loss = nn.functional.cross_entropy(model(images).float(), labels)
@@ -87,11 +95,24 @@ def seconds_per_image(
             loss.backward()
         if compute.device.type == "cuda":
             torch.cuda.synchronize(compute.device)
-        if i:
-            times.append(time.perf_counter() - start)
+        times.append(time.perf_counter() - start)
         functional.reset_net(model)
         model.zero_grad(set_to_none=True)
-    return sorted(times)[len(times) // 2] / len(images)
+        if times[-1] > LONG_PASS or sum(times[1:]) >= MIN_TIMED:
+            break
+    timed = sorted(times[1:] or times)
+    return timed[len(timed) // 2] / len(images)
+
+
+def timed_recalibration(model: nn.Module, splits: DataSplits, settings: SensitivitySettings, compute: Compute) -> float:
+    """Seconds of one BatchNorm recalibration of ``model`` (0 when it is off), as a trial runs it."""
+    if not settings.recalibration_batches:
+        return 0.0
+    start = time.perf_counter()
+    recalibrated(model, splits, settings, compute)
+    if compute.device.type == "cuda":
+        torch.cuda.synchronize(compute.device)
+    return time.perf_counter() - start
 
 
 def trial_ratios(cfg: DictConfig, memory: MemoryModel, groups: list[Group]) -> dict[str, float]:
@@ -109,6 +130,7 @@ def estimate_search(cfg: DictConfig) -> Estimate:
     compute = compute_of(cfg)
     model_cfg, data_cfg, train_cfg, finetune_cfg = config_sections(cfg, "model", "data", "train", "finetune")
     splits = base_splits(model_cfg, data_cfg)  # a pretrained model's splits: held-out validation and test
+    started = time.perf_counter()
     name, base_config = model_cfg.get("name", "spikformer"), model_config(model_cfg, splits)
     model = create_model(name, **base_config).to(compute.device)
     n = min(len(splits.train), MAX_TIMED_BATCH, compute.eval_batch_size)
@@ -122,18 +144,18 @@ def estimate_search(cfg: DictConfig) -> Estimate:
     trial_model = create_model(name, **memory.config(trial_ratios(cfg, memory, groups))).to(compute.device)
     trial_infer = seconds_per_image(trial_model, images, labels, compute, train=False)
     trial_train = seconds_per_image(trial_model, images, labels, compute, train=True)
-
     sc, settings = cfg.search, sensitivity_settings(cfg)
+    # BN recalibration forwards in train mode (spikingjelly's training LIF on a CPU): timed as a trial runs it
+    trial_recalibration = timed_recalibration(trial_model, splits, settings, compute)
+    recalibration = trial_recalibration * infer / trial_infer  # the base model's (sensitivity cells)
+
     n_train, n_val, n_test = len(splits.train), len(splits.val), len(splits.test)
     n_subset = len(splits.val_subset(float(sc.fidelity.subset), cfg.seed))
-    recalibration = settings.recalibration_batches * settings.batch_size * infer
     base_path = base_cache_path(model_cfg, data_cfg, train_cfg, splits, seed=cfg.seed, cache_dir=cfg.cache_dir)
     base_cached = base_path.is_file()
-    stages = {
-        "base model": 0.0
-        if base_cached or model_cfg.get("checkpoint")
-        else train_cfg["epochs"] * n_train * train + (n_val + n_test) * infer
-    }
+    tested = (n_val + n_test) * infer  # a new base model's validation and test accuracy
+    trained = 0.0 if model_cfg.get("checkpoint") else train_cfg["epochs"] * n_train * train
+    stages = {"base model": 0.0 if base_cached else trained + tested}
 
     table = sensitivity_cache_path(base_path, groups, constraints, settings, data_cfg=data_cfg, cache_dir=cfg.cache_dir)
     cells = len(groups) * (len(settings.grid) + len(settings.bits))
@@ -146,7 +168,6 @@ def estimate_search(cfg: DictConfig) -> Estimate:
     teacher = infer if finetune_cfg.get("kd_weight", 0) > 0 else 0.0  # the base model's forward at every step
     step = trial_train + teacher
     full = n_val * trial_infer + recovery_epochs(cfg) * n_train * step + report
-    trial_recalibration = settings.recalibration_batches * settings.batch_size * trial_infer
     per_trial = trial_recalibration + (n_subset * trial_infer if n_subset < n_val else 0.0) + promoted * full
     stages["trials"] = n_trials * per_trial
     epochs = finetune_cfg["epochs"]
@@ -171,4 +192,5 @@ def estimate_search(cfg: DictConfig) -> Estimate:
         stages["export"] = (
             8.0 * int(model.config.get("depth", 2)) + 1.0 + (3 * min(parity_images, n_test) + timed) * trial_infer
         )
+    stages["timing (done)"] = time.perf_counter() - started  # the timing above: part of the command's wall time
     return Estimate(device_name(compute.device), infer, train, stages, trial_infer, trial_train)

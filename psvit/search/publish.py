@@ -32,8 +32,8 @@ EXPORT_TAG = "psvit.export"
 
 def export_tolerance(cfg: DictConfig) -> Tolerance:
     """The parity tolerances of the search's export: ``search.parity.*`` (the keys of ``python -m psvit.export``'s
-    ``parity``: ``max_abs_logit``, ``min_top1_graph``, ``min_top1_model``) over :class:`~psvit.export.Tolerance`'s
-    defaults."""
+    ``parity``: ``max_abs_logit``, ``min_match_graph``, ``min_top1_graph``, ``min_top1_model``) over
+    :class:`~psvit.export.Tolerance`'s defaults."""
     given = OmegaConf.select(cfg, "search.parity", default=None)
     given = OmegaConf.to_container(given, resolve=True) if given is not None else {}
     known = asdict(Tolerance())
