@@ -24,6 +24,7 @@ from psvit.cost import (
     measure_latency,
     memory_saving,
     report_forward_images,
+    report_single_forwards,
     weight_bytes,
 )
 from psvit.cost.latency import WARMUP
@@ -251,6 +252,7 @@ def test_report_forward_images_counts_what_the_cost_report_runs() -> None:
     model.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[0]))
     cost_report(model, digits(8), latency_repeats=3)
     assert sum(seen) == report_forward_images(8, latency_repeats=3) == 8 * 6 + 5
+    assert seen.count(1) == report_single_forwards(latency_repeats=3) == 5  # the batch-1 latency's forwards
 
 
 def test_measure_latency_restores_model_state() -> None:

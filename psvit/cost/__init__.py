@@ -11,7 +11,15 @@ from psvit.cost.analytic import (
 )
 from psvit.cost.firing import measure_firing_rates
 from psvit.cost.latency import measure_latency
-from psvit.cost.report import E_AC_PJ, E_MAC_PJ, CostReport, cost_report, energy_mj, report_forward_images
+from psvit.cost.report import (
+    E_AC_PJ,
+    E_MAC_PJ,
+    CostReport,
+    cost_report,
+    energy_mj,
+    report_forward_images,
+    report_single_forwards,
+)
 
 __all__ = [
     "E_AC_PJ",
@@ -27,6 +35,7 @@ __all__ = [
     "memory_saving",
     "param_shapes",
     "report_forward_images",
+    "report_single_forwards",
     "spike_probes",
     "weight_bytes",
 ]

@@ -88,8 +88,14 @@ def energy_mj(analog_macs: float, sops: float) -> float:
 def report_forward_images(batch_size: int, latency_repeats: int = 10) -> int:
     """How many images :func:`cost_report` sends through the model for a batch of ``batch_size``: one pass for
     the firing rates, then warm-up and timed forwards of the batch and of one image (what it costs to run)."""
-    forwards = WARMUP + latency_repeats
+    forwards = report_single_forwards(latency_repeats)
     return batch_size * (1 + forwards) + forwards
+
+
+def report_single_forwards(latency_repeats: int = 10) -> int:
+    """How many of :func:`report_forward_images` are forwards of one image (the batch-1 latency): launch-bound,
+    they cost more per image than a batch does."""
+    return WARMUP + latency_repeats
 
 
 def cost_report(

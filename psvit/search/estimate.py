@@ -10,8 +10,10 @@ cached; the bits grid's too) at the base model's, the prior and search trials at
 recovery epochs (each training step also runs the distillation teacher's forward, at the base model's rate) and
 the cost report of every full-fidelity trial, the final fine-tune (teacher forwards, a validation pass per epoch)
 and its cost report, and (``search.export``) the chosen model's export, parity and latency checks and MLflow Model
-at the trial model's. The timing itself is a stage too, already spent when the estimate is printed. Pruning and
-logging are not counted, so the estimate is a lower bound when models are small (see ``bench/scale.py``).
+at the trial model's; the cost reports' one-image forwards (the batch-1 latency) at the trial model's batch-1
+rate. Each trial adds ``TRIAL_BOOKKEEPING`` seconds (sampling, MLflow, Optuna). The timing itself is a stage too,
+already spent when the estimate is printed. Python's start-up and imports are not counted (see
+``bench/scale.py``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from torch import nn
 from psvit.allocation.uniform import uniform_for_budget
 from psvit.budget import MemoryModel, select_groups
 from psvit.config import config_sections
-from psvit.cost import report_forward_images
+from psvit.cost import report_forward_images, report_single_forwards
 from psvit.data import DataSplits
 from psvit.models import create_model
 from psvit.prune import Group, list_groups
@@ -42,6 +44,10 @@ MAX_TIMED_BATCH = 32
 #: A rate is timed over passes until MIN_TIMED seconds (at most MAX_PASSES after the warm-up); a pass of more than
 #: LONG_PASS seconds is not repeated.
 MIN_TIMED, MAX_PASSES, LONG_PASS = 1.0, 10, 2.0
+#: Seconds per trial outside its model's forwards: sampling, the MLflow child run, the Optuna storage (about 1.3 s
+#: per trial in the main job's warm run on a 2-core CPU: 24 trials in 89 s, of which 58 s in pruning, BN
+#: recalibration, evaluation and the cost report, by the trials' own ``seconds``).
+TRIAL_BOOKKEEPING = 1.0
 
 
 @dataclass(frozen=True)
@@ -144,6 +150,7 @@ def estimate_search(cfg: DictConfig) -> Estimate:
     trial_model = create_model(name, **memory.config(trial_ratios(cfg, memory, groups))).to(compute.device)
     trial_infer = seconds_per_image(trial_model, images, labels, compute, train=False)
     trial_train = seconds_per_image(trial_model, images, labels, compute, train=True)
+    trial_single = seconds_per_image(trial_model, images[:1], labels[:1], compute, train=False)  # batch-1 latency
     sc, settings = cfg.search, sensitivity_settings(cfg)
     # BN recalibration forwards in train mode (spikingjelly's training LIF on a CPU): timed as a trial runs it
     trial_recalibration = timed_recalibration(trial_model, splits, settings, compute)
@@ -164,11 +171,16 @@ def estimate_search(cfg: DictConfig) -> Estimate:
     n_trials = int(sc.n_trials)  # the priors are among them (a strategy sampler: one per budget of its ladder)
     promoted = 1.0 if n_subset == n_val else float(sc.fidelity.promote)
     n_sample = sample_size(splits, compute)  # the cost report's batch
-    report = report_forward_images(n_sample, int(sc.latency_repeats)) * trial_infer
+
+    def report(latency_repeats: int) -> float:  # the cost report: batched forwards, then one-image ones
+        single = report_single_forwards(latency_repeats)
+        return (report_forward_images(n_sample, latency_repeats) - single) * trial_infer + single * trial_single
+
     teacher = infer if finetune_cfg.get("kd_weight", 0) > 0 else 0.0  # the base model's forward at every step
     step = trial_train + teacher
-    full = n_val * trial_infer + recovery_epochs(cfg) * n_train * step + report
-    per_trial = trial_recalibration + (n_subset * trial_infer if n_subset < n_val else 0.0) + promoted * full
+    full = n_val * trial_infer + recovery_epochs(cfg) * n_train * step + report(int(sc.latency_repeats))
+    subset = n_subset * trial_infer if n_subset < n_val else 0.0
+    per_trial = TRIAL_BOOKKEEPING + trial_recalibration + subset + promoted * full
     stages["trials"] = n_trials * per_trial
     epochs = finetune_cfg["epochs"]
     stages["fine-tune"] = (
@@ -176,7 +188,7 @@ def estimate_search(cfg: DictConfig) -> Estimate:
             epochs * n_train * step
             + (epochs + 1) * n_val * trial_infer
             + 2 * n_test * trial_infer
-            + report_forward_images(n_sample) * trial_infer
+            + report(10)  # psvit.workflow.finish's report, at cost_report's default repeats
         )
         if sc.finalize
         else 0.0
