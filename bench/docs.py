@@ -47,7 +47,7 @@ METHODOLOGY_MD = RESULTS / "methodology.md"
 PRUNE_MD = RESULTS / "prune.md"
 SCALE_TRIAL = RESULTS / "scale" / "run-20261127-101002.json"
 SCALE_AMP = RESULTS / "scale" / "run-20261127-073123.json"
-SCALE_FIDELITY = RESULTS / "scale" / "run-20261203-091303.json"
+SCALE_FIDELITY = RESULTS / "scale" / "run-20261203-150210.json"
 MAIN_JOB = RESULTS / "main_job" / "main-job-cold.txt"
 MAIN_JOB_WARM = RESULTS / "main_job" / "main-job-warm.txt"
 COST_REPORT = RESULTS / "cost_report" / "cost-report.txt"
@@ -497,6 +497,7 @@ def fidelity(doc: Path) -> str:
         + "\n".join(notes)
         + "\n\n"
         + source(doc, SCALE_FIDELITY, blob["command"], blob["git_commit"])
+        + (f" The run: {blob['note']}." if "note" in blob else "")
     )
 
 
