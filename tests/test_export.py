@@ -142,6 +142,16 @@ def test_parity_counts_images_so_a_flipped_spike_is_not_a_failed_export(images: 
     two = compare(runtime(2), "rounding", graph, model, images, 1e-4)
     assert two.failures(Tolerance())[0] == "logits within 0.0001 on 98.44% of the images < 99% vs the torch graph"
 
+    def nan_once(batch: np.ndarray) -> np.ndarray:  # one image's logits NaN: a broken file, however rare
+        out = runtime(0)(batch)
+        if np.array_equal(batch[0], images[0].numpy()):
+            out[0, 0] = np.nan
+        return out
+
+    assert "non-finite logits vs the torch graph" in compare(nan_once, "nan", graph, model, images, 1e-4).failures(
+        Tolerance()
+    )
+
 
 def test_cli_needs_a_checkpoint_that_records_its_data(images: torch.Tensor, tmp_path: Path) -> None:
     old = psvit.save(tiny("sdt", images, pruned=False), tmp_path / "old.pt")  # no meta["data"]: an old file

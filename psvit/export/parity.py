@@ -12,6 +12,7 @@ top-1 on ``min_top1_model``. A wrong export is off on most images, not on one.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,7 +55,9 @@ class Parity:
     def failures(self, tol: Tolerance) -> list[str]:
         """What is off tolerance, one phrase each (empty when parity holds)."""
         out = []
-        if not self.match_graph >= tol.min_match_graph:  # also catches NaN
+        if not math.isfinite(self.max_abs_graph):  # a NaN or infinity on any image, however few
+            out.append("non-finite logits vs the torch graph")
+        if not self.match_graph >= tol.min_match_graph:
             out.append(
                 f"logits within {self.max_abs_logit:g} on {self.match_graph:.2%} of the images < "
                 f"{tol.min_match_graph:.0%} vs the torch graph"
