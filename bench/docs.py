@@ -132,6 +132,11 @@ def pct(x: float) -> str:
 # ------------------------------------------------------------------------------------------------ generators
 
 
+def estimate_line(output: str) -> str:
+    """The ``estimate: ~...`` line a search printed first."""
+    return next(line for line in output.splitlines() if line.startswith("estimate:"))
+
+
 def main_job(doc: Path, path: Path = MAIN_JOB) -> str:
     header, body = text_result(path)
     return (
@@ -144,7 +149,7 @@ def main_job_times(doc: Path) -> str:
     rows = []
     for name, path in (("cold (empty folder)", MAIN_JOB), ("warm (cached base and sensitivity)", MAIN_JOB_WARM)):
         header, body = text_result(path)
-        estimate = next(line for line in body.splitlines() if line.startswith("estimate:"))
+        estimate = estimate_line(body)
         rows.append(
             [
                 name,
@@ -415,7 +420,7 @@ def estimate_check(doc: Path) -> str:
     sources = []
     for name, path in (("main job, cold", MAIN_JOB), ("main job, warm", MAIN_JOB_WARM)):
         header, body = text_result(path)
-        estimate = next(line for line in body.splitlines() if line.startswith("estimate:"))
+        estimate = estimate_line(body)
         runs.append((name, float(header["wall time"].split(" s ")[0]), estimate))
         sources.append(source(doc, path, header["command"], header["commit"]))
     trial = load_json(SCALE_TRIAL)
