@@ -200,9 +200,10 @@ def estimate_search(cfg: DictConfig) -> Estimate:
         # torch eager and onnxruntime), and the MLflow Model (~1 s). publish.PARITY_IMAGES and LATENCY_BATCHES
         # (not imported: that module's imports are the search's end, not its start)
         parity_images, latency_batches = 256, (1, 64)
-        timed = 2 * (2 + int(sc.latency_repeats)) * sum(latency_batches)
-        stages["export"] = (
-            8.0 * int(model.config.get("depth", 2)) + 1.0 + (3 * min(parity_images, n_test) + timed) * trial_infer
-        )
+        forwards = 2 * (2 + int(sc.latency_repeats))  # per batch size: two runtimes, warm-up and timed
+        batched = 3 * min(parity_images, n_test) + forwards * sum(b for b in latency_batches if b > 1)
+        singles = forwards * latency_batches.count(1)  # one-image forwards, at the batch-1 rate
+        traced = 8.0 * int(model.config.get("depth", 2)) + 1.0  # the graph and the MLflow Model
+        stages["export"] = traced + batched * trial_infer + singles * trial_single
     stages["timing (done)"] = time.perf_counter() - started  # the timing above: part of the command's wall time
     return Estimate(device_name(compute.device), infer, train, stages, trial_infer, trial_train)
