@@ -104,13 +104,17 @@ def start_and_signal(
         text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    running = None
+    running, storage = None, None
     try:
         deadline = time.monotonic() + 180
         while running is None and worker.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-            try:
-                trials = load(cwd, name).get_trials()
+            time.sleep(0.1)
+            try:  # one storage for the whole wait: opening one costs a tenth of a core-second, and the worker needs it
+                if storage is None and (db := cwd / "optuna.db").is_file():
+                    storage = optuna.storages.RDBStorage(f"sqlite:///{db}")
+                if storage is None:
+                    raise LookupError("no store yet")
+                trials = optuna.load_study(study_name=name, storage=storage).get_trials()
             except Exception:  # the study does not exist yet
                 continue
             complete = [t for t in trials if t.state == TrialState.COMPLETE]

@@ -170,12 +170,16 @@ def test_killed_worker_leaves_no_trial_running_forever(run_cli, cache_dir: Path,
     ]
     env = {**os.environ, "PSVIT_CACHE_DIR": str(cache_dir)}
     worker = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    storage = None
     try:
         for _ in range(1200):  # wait (up to ~2 min) until a trial is RUNNING, then kill the worker mid-trial
             if worker.poll() is not None:
                 break
-            try:
+            try:  # one storage for the whole wait: opening one costs a tenth of a core-second, and the worker needs it
+                if storage is None and (db := tmp_path / "optuna.db").is_file():
+                    storage = optuna.storages.RDBStorage(f"sqlite:///{db}")
+                if storage is None:
+                    raise LookupError("no store yet")
                 trials = optuna.load_study(study_name="killed", storage=storage).get_trials(
                     states=(TrialState.RUNNING,)
                 )
