@@ -52,6 +52,7 @@ METHODS = ("pruning", *(f"uniform{b}" for b in UNIFORM_BITS), "greedy_bits", "jo
 QUICK = [
     "model.embed_dim=32",
     "model.num_heads=2",
+    "model.T=2",
     "train.epochs=8",
     "sensitivity.grid=[0.75,0.5,0.25]",
     "finetune.epochs=1",

@@ -64,7 +64,13 @@ QUICK = dict(
     budgets=[0.6],
     trials=[10],
     finetune_epochs=1,
-    override=["model.embed_dim=32", "model.num_heads=2", "train.epochs=8", "sensitivity.grid=[0.75,0.5,0.25]"],
+    override=[
+        "model.embed_dim=32",
+        "model.num_heads=2",
+        "model.T=2",
+        "train.epochs=8",
+        "sensitivity.grid=[0.75,0.5,0.25]",
+    ],
 )
 
 

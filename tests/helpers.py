@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-#: Overrides that make every CLI run tiny: a 32-wide, 2-block Spikformer trained for 8 epochs on digits,
-#: a 3-point sensitivity grid and 1 fine-tuning epoch. Each command takes the keys its config has.
-TINY_BASE = ["model.embed_dim=32", "model.num_heads=2", "train.epochs=8", "progress=false"]
+#: Overrides that make every CLI run tiny: a 32-wide, 2-block Spikformer of 2 time steps trained for 8 epochs on
+#: digits, a 3-point sensitivity grid and 1 fine-tuning epoch. Each command takes the keys its config has.
+TINY_BASE = ["model.embed_dim=32", "model.num_heads=2", "model.T=2", "train.epochs=8", "progress=false"]
 TINY_SENSITIVITY = [*TINY_BASE, "sensitivity.grid=[0.75,0.5,0.25]"]
 TINY = [*TINY_SENSITIVITY, "finetune.epochs=1"]
 #: Searches skip exporting the chosen model (about a minute each on 2 cores); tests/test_serving.py turns it on.
