@@ -115,6 +115,7 @@ TINY = Sizes(
         "model.embed_dim=16",
         "model.num_heads=2",
         "model.depth=1",
+        "model.T=2",
         "train.epochs=1",
         "sensitivity.grid=[0.5]",
         "search.n_trials=1",
@@ -123,7 +124,7 @@ TINY = Sizes(
         "search.export=false",  # the ONNX export and MLflow Model: ~20 s a run on a CPU (the full setting keeps them)
     ],
     compile_backend="eager",
-    budget_seconds=120,
+    budget_seconds=60,
     trial_args=["search.n_trials=1", "compute.eval_batch_size=8", "sensitivity.batch_size=8", "compute.num_workers=0"],
 )
 

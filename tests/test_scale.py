@@ -118,7 +118,8 @@ def test_img_size_mismatch_is_refused() -> None:
 
 
 def test_bf16_evaluation_agrees_with_float32(tiny_cache) -> None:
-    """On the tests' tiny base (a 32-wide, 2-block Spikformer trained 8 epochs on digits, in the shared cache)."""
+    """On the tests' tiny base (a 32-wide, 2-block, 2-step Spikformer trained 8 epochs on digits, in the shared
+    cache: about 73 % test accuracy, far from chance's 10 %)."""
     cfg = tiny_cache[0].cfg
     model_cfg, data_cfg, train_cfg = (OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "data", "train"))
     base = get_base_model(
@@ -127,7 +128,7 @@ def test_bf16_evaluation_agrees_with_float32(tiny_cache) -> None:
     assert base.from_cache and base.path == tiny_cache[0].base.path
     full = evaluate(base.model, base.splits.test, Compute(torch.device("cpu")))
     half = evaluate(base.model, base.splits.test, Compute(torch.device("cpu"), amp="bf16"))
-    assert full > 0.8 and abs(full - half) < 0.03
+    assert full > 0.6 and abs(full - half) < 0.03
 
 
 def test_base_cache_is_keyed_by_checkpoint_content(run_cli, tmp_path: Path) -> None:
@@ -214,7 +215,7 @@ def test_multi_fidelity_search_and_dry_run(run_cli, tmp_path: Path) -> None:
 
     out = run_cli(
         "search",
-        "+budget=0.4",
+        "+budget=0.3",  # on the tiny base, two trials scored early are promoted late here (trials 0 and 5)
         "search.study_name=mf",
         "search.n_trials=8",
         "search.latency_repeats=1",
