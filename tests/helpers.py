@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
+
 #: Overrides that make every CLI run tiny: a 32-wide, 2-block Spikformer of 2 time steps trained for 8 epochs on
 #: digits, a 3-point sensitivity grid and 1 fine-tuning epoch. Each command takes the keys its config has.
 TINY_BASE = ["model.embed_dim=32", "model.num_heads=2", "model.T=2", "train.epochs=8", "progress=false"]
@@ -43,3 +46,23 @@ def calibrated(model, images):
             model(batch)
             functional.reset_net(model)
     return model.eval(), images
+
+
+def open_study_storage(db: Path, study_name: str):
+    """An Optuna storage on the SQLite file ``db`` once a worker has made the study ``study_name`` in it, else None.
+
+    For tests that poll a running worker's study: open the storage once (each opening costs a tenth of a
+    core-second, which the worker under test needs), and only after the worker has made its tables. Opening it
+    earlier would create the tables from this process too, racing the worker's own creation."""
+    import sqlite3
+
+    import optuna
+
+    if not db.is_file():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            found = con.execute("SELECT 1 FROM studies WHERE study_name = ?", (study_name,)).fetchone()
+    except sqlite3.OperationalError:  # no studies table yet
+        return None
+    return optuna.storages.RDBStorage(f"sqlite:///{db}") if found else None

@@ -19,6 +19,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from helpers import open_study_storage
 from optuna.trial import TrialState
 
 from psvit.errors import PsvitError
@@ -109,11 +110,10 @@ def start_and_signal(
         deadline = time.monotonic() + 180
         while running is None and worker.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
-            try:  # one storage for the whole wait: opening one costs a tenth of a core-second, and the worker needs it
-                if storage is None and (db := cwd / "optuna.db").is_file():
-                    storage = optuna.storages.RDBStorage(f"sqlite:///{db}")
+            try:
+                storage = storage or open_study_storage(cwd / "optuna.db", name)
                 if storage is None:
-                    raise LookupError("no store yet")
+                    raise LookupError("no study yet")
                 trials = optuna.load_study(study_name=name, storage=storage).get_trials()
             except Exception:  # the study does not exist yet
                 continue

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import open_study_storage
 
 import psvit
 from psvit.data import build_splits
@@ -175,11 +176,10 @@ def test_killed_worker_leaves_no_trial_running_forever(run_cli, cache_dir: Path,
         for _ in range(1200):  # wait (up to ~2 min) until a trial is RUNNING, then kill the worker mid-trial
             if worker.poll() is not None:
                 break
-            try:  # one storage for the whole wait: opening one costs a tenth of a core-second, and the worker needs it
-                if storage is None and (db := tmp_path / "optuna.db").is_file():
-                    storage = optuna.storages.RDBStorage(f"sqlite:///{db}")
+            try:
+                storage = storage or open_study_storage(tmp_path / "optuna.db", "killed")
                 if storage is None:
-                    raise LookupError("no store yet")
+                    raise LookupError("no study yet")
                 trials = optuna.load_study(study_name="killed", storage=storage).get_trials(
                     states=(TrialState.RUNNING,)
                 )
