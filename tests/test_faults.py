@@ -110,13 +110,10 @@ def start_and_signal(
         deadline = time.monotonic() + 180
         while running is None and worker.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
-            try:
-                storage = storage or open_study_storage(cwd / "optuna.db", name)
-                if storage is None:
-                    raise LookupError("no study yet")
-                trials = optuna.load_study(study_name=name, storage=storage).get_trials()
-            except Exception:  # the study does not exist yet
+            storage = storage or open_study_storage(cwd / "optuna.db", name)
+            if storage is None:  # the worker has not made its study yet
                 continue
+            trials = optuna.load_study(study_name=name, storage=storage).get_trials()
             complete = [t for t in trials if t.state == TrialState.COMPLETE]
             running = next(
                 (

@@ -176,15 +176,12 @@ def test_killed_worker_leaves_no_trial_running_forever(run_cli, cache_dir: Path,
         for _ in range(1200):  # wait (up to ~2 min) until a trial is RUNNING, then kill the worker mid-trial
             if worker.poll() is not None:
                 break
-            try:
-                storage = storage or open_study_storage(tmp_path / "optuna.db", "killed")
-                if storage is None:
-                    raise LookupError("no study yet")
-                trials = optuna.load_study(study_name="killed", storage=storage).get_trials(
-                    states=(TrialState.RUNNING,)
-                )
-            except Exception:  # the study does not exist yet
-                trials = []
+            storage = storage or open_study_storage(tmp_path / "optuna.db", "killed")
+            trials = (  # none until the worker has made its study
+                optuna.load_study(study_name="killed", storage=storage).get_trials(states=(TrialState.RUNNING,))
+                if storage is not None
+                else []
+            )
             # all its parameters are recorded (its MLflow run is opened after the last one): the retry must reuse them
             if trials and "mlflow_run_id" in trials[0].user_attrs:
                 worker.kill()
