@@ -11,7 +11,8 @@ from typing import Any
 
 from psvit.cost import param_shapes, weight_bytes
 from psvit.errors import ConfigError
-from psvit.prune import Group, PruneConstraints, kept_channels, narrowed_config
+from psvit.prune import Group, PruneConstraints, narrowed_config
+from psvit.prune.constraints import check_known, keep_rule
 from psvit.prune.groups import group_kinds, resolved_groups
 from psvit.quant.layout import layer_bits, quant_layers, storage_bytes
 from psvit.quant.quantizer import FLOAT_BITS
@@ -67,10 +68,15 @@ class MemoryModel:
         self.layers = quant_layers(self.groups, {g.name for g in self.groups})
         self.base_bytes = weight_bytes(model_name, self.base_config)
         self._bytes: dict[tuple, dict[str, int]] = {}
+        self._rules = [keep_rule(g, constraints) for g in self.groups]
+        self._names = frozenset(g.name for g in self.groups)
 
     def kept(self, ratios: Mapping[str, float]) -> dict[str, int]:
-        """Kept channels per head of every group: what identifies the pruned model's shape."""
-        return kept_channels(self.groups, ratios, self.constraints)
+        """Kept channels per head of every group (:func:`psvit.prune.kept_channels`): what identifies the pruned
+        model's shape."""
+        if not ratios.keys() <= self._names:
+            check_known(self.groups, ratios)
+        return {rule.name: rule(ratios.get(rule.name, 1.0)) for rule in self._rules}
 
     def config(self, ratios: Mapping[str, float]) -> dict[str, Any]:
         """The pruned model's width config."""
@@ -78,11 +84,14 @@ class MemoryModel:
 
     def storage(self, ratios: Mapping[str, float], bits: Bits = None) -> dict[str, int]:
         """Bytes by storage kind (``float32``, ``int2``, ``int4``, ``int8``) of the pruned, quantized model."""
-        kept = self.kept(ratios)
+        return self.kept_storage(self.kept(ratios), bits)
+
+    def kept_storage(self, kept: Mapping[str, int], bits: Bits = None) -> dict[str, int]:
+        """:meth:`storage` of the model that keeps ``kept`` (as :meth:`kept` returns it)."""
         quantized = quantized_bits(bits)
         key = (tuple(kept.values()), quantized)
         if key not in self._bytes:
-            config = narrowed_config(self.base_config, self.groups, kept)
+            config = narrowed_config(self.base_config, self.groups, dict(kept))
             self._bytes[key] = (
                 storage_bytes(
                     param_shapes(self.model_name, config), self.layers, layer_bits(self.layers, dict(quantized))
@@ -98,7 +107,11 @@ class MemoryModel:
     def saving(self, ratios: Mapping[str, float], bits: Bits = None) -> float:
         """Fraction of the float32 base model's weight bytes that pruning with ``ratios`` (and quantizing at
         ``bits``) removes."""
-        return 1.0 - self.bytes(ratios, bits) / self.base_bytes
+        return self.kept_saving(self.kept(ratios), bits)
+
+    def kept_saving(self, kept: Mapping[str, int], bits: Bits = None) -> float:
+        """:meth:`saving` of the model that keeps ``kept``."""
+        return 1.0 - sum(self.kept_storage(kept, bits).values()) / self.base_bytes
 
     def max_saving(self, groups: Sequence[Group], bits: Bits = None) -> float:
         """The largest saving reachable by pruning ``groups`` (every one down to the constraints' minimum)."""

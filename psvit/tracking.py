@@ -2,19 +2,25 @@
 
 The default store is ``sqlite:///mlflow.db`` in the working directory; any tracking URI works, including an
 ``mlflow server`` over HTTP. :func:`ensure_store` creates the database once, before parallel workers start, and
-marks the experiment as model training (``mlflow.experimentKind``), not GenAI.
+marks the experiment as model training (``mlflow.experimentKind``), not GenAI. A new SQLite store starts as a copy
+of an empty one at MLflow's current schema (:func:`seed_sqlite_store`), not by MLflow's ~3 s of migrations.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
+
+from psvit.cache import atomic_path, file_lock
 
 #: The experiment tag MLflow 3 reads for an experiment's kind, and the kind of a psvit experiment.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -38,10 +44,53 @@ def import_mlflow():
     return mlflow
 
 
+def schema_template_dir() -> Path:
+    """Where :func:`seed_sqlite_store` keeps its empty stores: ``$XDG_CACHE_HOME/psvit`` (``~/.cache/psvit``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "psvit"
+
+
+def seed_sqlite_store(tracking_uri: str) -> bool:
+    """Start the SQLite store of ``tracking_uri`` (``sqlite:///<file>``) as a copy of an empty store at this
+    MLflow's schema, if the file does not exist yet; returns whether it did.
+
+    A new store costs MLflow ~3 s of CPU: it replays every schema migration since its first release. The empty
+    store (the tables at head, no rows: exactly what MLflow's own initialization creates, before it adds the
+    ``Default`` experiment on first open) is made once per MLflow version in :func:`schema_template_dir`, and
+    each new store is a copy of it, linked into place only if no other worker made the file first. When the
+    template cannot be made (a read-only home, another MLflow), MLflow creates the store itself as before."""
+    if not tracking_uri.startswith("sqlite:///") or "?" in tracking_uri:
+        return False
+    target = Path(tracking_uri.removeprefix("sqlite:///"))
+    if target.exists() or not target.parent.is_dir():
+        return False
+    mlflow = import_mlflow()
+    try:
+        from mlflow.store.db.utils import _initialize_tables
+        from sqlalchemy import create_engine
+
+        template = schema_template_dir() / f"mlflow-{mlflow.__version__}-empty.db"
+        with file_lock(template.with_name(f".{template.name}.lock")):
+            if not template.is_file():
+                with atomic_path(template) as tmp:
+                    engine = create_engine(f"sqlite:///{tmp}")
+                    _initialize_tables(engine)
+                    engine.dispose()
+        copy = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")  # made with the umask's mode, as MLflow's
+        try:
+            shutil.copyfile(template, copy)
+            os.link(copy, target)  # fails if another worker made the store meanwhile: theirs stands
+        finally:
+            copy.unlink(missing_ok=True)
+    except (OSError, ImportError):
+        return False
+    return True
+
+
 def ensure_store(tracking_uri: str, experiment: str) -> str:
     """Point MLflow at ``tracking_uri``, create the experiment (and so the DB) if needed, as a model-training
     experiment (experiments made before that was so are tagged now); returns its id."""
     mlflow = import_mlflow()
+    seed_sqlite_store(tracking_uri)
     mlflow.set_tracking_uri(tracking_uri)
     found = mlflow.get_experiment_by_name(experiment)
     if found is None:

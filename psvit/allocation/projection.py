@@ -53,17 +53,32 @@ def project_to_saving(
 
     reach = 1.0 / min(moving.values())  # beyond +-reach every moving group is at 0 or 1
     lo, hi = -reach, reach
-    if memory.saving(at(hi), bits) < target:
+    kept_hi = memory.kept(at(hi))
+    if memory.kept_saving(kept_hi, bits) < target:
         return None
-    if memory.saving(at(lo), bits) >= target:
+    kept_lo = memory.kept(at(lo))
+    if memory.kept_saving(kept_lo, bits) >= target:
         return kept_fractions(memory, at(lo), names)
     for _ in range(_STEPS):
+        if _adjacent(kept_lo, kept_hi, memory.constraints.round_to):
+            break  # every s in (lo, hi] keeps kept_lo or kept_hi, and kept_lo misses: the bisection's end keeps kept_hi
         mid = 0.5 * (lo + hi)
-        if memory.saving(at(mid), bits) >= target:
-            hi = mid
+        kept_mid = memory.kept(at(mid))
+        if memory.kept_saving(kept_mid, bits) >= target:
+            hi, kept_hi = mid, kept_mid
         else:
-            lo = mid
+            lo, kept_lo = mid, kept_mid
     return kept_fractions(memory, at(hi), names)
+
+
+def _adjacent(a: Mapping[str, int], b: Mapping[str, int], step: int) -> bool:
+    """``a`` and ``b`` differ in one group, by at most ``step`` channels per head, so no kept count lies between.
+
+    Along a projection each group's kept count is monotone in ``s``, and below a group's full width every count it
+    can keep is a multiple of ``step`` (:mod:`psvit.prune.constraints`), so no ``s`` between two such settings
+    keeps a third."""
+    differ = [n for n in a if a[n] != b[n]]
+    return len(differ) == 1 and abs(a[differ[0]] - b[differ[0]]) <= step
 
 
 def repair_to_budget(

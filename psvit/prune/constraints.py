@@ -42,21 +42,48 @@ def _check_ratio(name: str, ratio: object) -> float:
     return float(ratio)
 
 
+@dataclass(frozen=True)
+class KeepRule:
+    """The module docstring's rule for one group, with its floor worked out once: ``rule(ratio)`` is the number of
+    channels each head keeps (a search applies it millions of times)."""
+
+    name: str
+    head_width: int
+    floor: int  #: ``lo``: the fewest channels a head keeps below ratio 1
+    step: int  #: ``round_to``
+
+    def __call__(self, ratio: float) -> int:
+        ratio = _check_ratio(self.name, ratio)
+        w = self.head_width
+        if ratio == 1.0:
+            return w
+        k = min(w, max(self.floor, self.step * math.floor(ratio * w / self.step + 0.5)))
+        if k == 0:
+            raise ConfigError(
+                f"keep ratio {ratio} for group {self.name!r} leaves a head with 0 of its {w} channels; "
+                "raise the ratio or set prune.min_channels >= 1"
+            )
+        return k
+
+
+def keep_rule(group: Group, constraints: PruneConstraints) -> KeepRule:
+    """The :class:`KeepRule` of ``group`` under ``constraints``."""
+    w, step = group.head_width, constraints.round_to
+    floor = min(w, step * math.ceil(math.ceil(constraints.min_channels / group.heads) / step))
+    return KeepRule(group.name, w, floor, step)
+
+
 def kept_per_head(group: Group, ratio: float, constraints: PruneConstraints) -> int:
     """Channels each head of ``group`` keeps at keep ratio ``ratio`` (the module docstring's rule)."""
-    ratio = _check_ratio(group.name, ratio)
-    w = group.head_width
-    if ratio == 1.0:
-        return w
-    step = constraints.round_to
-    lo = min(w, step * math.ceil(math.ceil(constraints.min_channels / group.heads) / step))
-    k = min(w, max(lo, step * math.floor(ratio * w / step + 0.5)))
-    if k == 0:
-        raise ConfigError(
-            f"keep ratio {ratio} for group {group.name!r} leaves a head with 0 of its {w} channels; "
-            "raise the ratio or set prune.min_channels >= 1"
-        )
-    return k
+    return keep_rule(group, constraints)(ratio)
+
+
+def check_known(groups: Sequence[Group], ratios: Mapping[str, float]) -> None:
+    """Raise :class:`ConfigError` naming the first group of ``ratios`` that is not one of ``groups``."""
+    names = {g.name for g in groups}
+    unknown = [name for name in ratios if name not in names]
+    if unknown:
+        raise ConfigError(f"unknown prune group {unknown[0]!r}; groups: {', '.join(g.name for g in groups)}")
 
 
 def kept_channels(
@@ -66,8 +93,5 @@ def kept_channels(
 
     Raises :class:`ConfigError` naming the group for an unknown group or a ratio outside [0, 1].
     """
-    names = {g.name for g in groups}
-    unknown = [name for name in ratios if name not in names]
-    if unknown:
-        raise ConfigError(f"unknown prune group {unknown[0]!r}; groups: {', '.join(g.name for g in groups)}")
+    check_known(groups, ratios)
     return {g.name: kept_per_head(g, ratios.get(g.name, 1.0), constraints) for g in groups}

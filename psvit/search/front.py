@@ -66,11 +66,16 @@ def is_feasible(trial: FrozenTrial) -> bool:
     return all(v <= 0 for v in trial.constraints.values())
 
 
-def update_front(study: optuna.Study, parent_run_id: str, budget: float | None) -> list[FrozenTrial]:
-    """Re-tag the child runs whose ``pareto`` status changed, and rewrite the parent's front table and plot.
+def update_front(
+    study: optuna.Study, parent_run_id: str, budget: float | None, artifacts: bool = True
+) -> list[FrozenTrial]:
+    """Re-tag the child runs whose ``pareto`` status changed, and (with ``artifacts``) rewrite the parent's front
+    table, plots, description and saved views.
 
     Child runs are created with ``pareto=false``; one query finds the runs tagged ``true`` now, so each update
     writes only the runs that join or leave the front (not every run, which grows quadratically over a search).
+    The artifacts cost ~0.4 s of CPU (two plots and a self-contained HTML page), which is why a search rewrites
+    them at most every :data:`psvit.search.session.FRONT_REFRESH_SECONDS` and once at its end.
     """
     front = front_trials(study)
     on_front = {t.user_attrs["mlflow_run_id"] for t in front if "mlflow_run_id" in t.user_attrs}
@@ -80,6 +85,16 @@ def update_front(study: optuna.Study, parent_run_id: str, budget: float | None) 
         tracking.set_tags({"pareto": "true"}, run_id=run_id)
     for run_id in tagged - on_front:
         tracking.set_tags({"pareto": "false"}, run_id=run_id)
+    if artifacts:
+        write_front_artifacts(study, front, parent_run_id, experiment_id, budget)
+    return front
+
+
+def write_front_artifacts(
+    study: optuna.Study, front: list[FrozenTrial], parent_run_id: str, experiment_id: str, budget: float | None
+) -> None:
+    """The parent run's ``pareto_front.{csv,png,html}``, description, front metrics, and the experiment's two
+    saved views of the study."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     with tempfile.TemporaryDirectory() as tmp:
         table = Path(tmp) / "pareto_front.csv"
@@ -111,7 +126,6 @@ def update_front(study: optuna.Study, parent_run_id: str, budget: float | None) 
         {tracking.DESCRIPTION_TAG: describe_front(front, experiment_id, study.study_name, budget)}, run_id=parent_run_id
     )
     tracking.log_metrics({"n_complete_trials": len(complete), "pareto_size": len(front)}, run_id=parent_run_id)
-    return front
 
 
 def plot_front(trials: list[FrozenTrial], front: list[FrozenTrial], budget: float | None, path: Path) -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,10 @@ from psvit.search.study import check_identity, count, make_storage, open_study, 
 from psvit.search.trial_runs import TrialRuns
 from psvit.train.base import config_hash
 from psvit.workflow import Finished, Setup, finish, sensitivity, setup, write_sensitivity
+
+#: A worker rewrites the front's plots and table in MLflow after a trial at most this often (the runs' ``pareto``
+#: tags are current after every trial), and always when the search ends (:meth:`SearchSession.front`).
+FRONT_REFRESH_SECONDS = 30.0
 
 
 @dataclass
@@ -120,8 +126,14 @@ class SearchSession:
             disable=not self.cfg.progress or None,
         )
 
+        written = -math.inf  # when this worker last rewrote the front's artifacts
+
         def after_each(study: optuna.Study) -> None:
-            front = update_front(study, self.parent_run_id, self.budget)
+            nonlocal written
+            artifacts = time.monotonic() - written >= FRONT_REFRESH_SECONDS
+            front = update_front(study, self.parent_run_id, self.budget, artifacts)
+            if artifacts:
+                written = time.monotonic()
             bar.n = self.n_complete()
             bar.set_postfix(front=len(front))
 
@@ -145,6 +157,7 @@ class SearchSession:
         return count(self.study, TrialState.COMPLETE)
 
     def front(self) -> list[FrozenTrial]:
+        """The study's front, with every artifact of it in MLflow rewritten."""
         return update_front(self.study, self.parent_run_id, self.budget)
 
     def chosen_trial(self) -> FrozenTrial:
