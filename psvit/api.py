@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from psvit import checkpoint
 from psvit import tracking as mlflow_runs
-from psvit.config import compose, config_sections
+from psvit.config import check_budget_value, compose, config_sections
 from psvit.cost import CostReport
 from psvit.cost import cost_report as measure_cost
 from psvit.data.datasets import ArrayDataset
@@ -279,8 +279,6 @@ def dataset(data: Data) -> ArrayDataset:
 
 
 def _budget(budget: float | None) -> float | None:
-    from psvit.budget import check_budget_value
-
     return None if budget is None else check_budget_value(budget)
 
 

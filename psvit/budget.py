@@ -25,15 +25,6 @@ class InfeasibleBudget(ConfigError):
     """The memory budget cannot be reached under the constraints."""
 
 
-def check_budget_value(budget: object) -> float:
-    """``budget`` as a float strictly inside (0, 1), else a one-line :class:`ConfigError`."""
-    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0.0 < float(budget) < 1.0:
-        raise ConfigError(
-            f"budget must be a number strictly between 0 and 1 (a memory-saving fraction), got {budget!r}"
-        )
-    return float(budget)
-
-
 def select_groups(groups: Sequence[Group], enabled: Sequence[str]) -> list[Group]:
     """The groups whose kind or exact name is listed in ``enabled`` (e.g. ``[mlp, qk, v, sps, embed]``). Kinds
     of other model families are allowed and select nothing, so one list serves every family."""

@@ -95,3 +95,12 @@ def compose(
 
 
 _MISSING = object()
+
+
+def check_budget_value(budget: object) -> float:
+    """``budget`` as a float strictly inside (0, 1), else a one-line :class:`ConfigError`."""
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0.0 < float(budget) < 1.0:
+        raise ConfigError(
+            f"budget must be a number strictly between 0 and 1 (a memory-saving fraction), got {budget!r}"
+        )
+    return float(budget)

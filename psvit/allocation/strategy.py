@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 from psvit.allocation.largest_first import largest_first
 from psvit.allocation.sensitivity_greedy import sensitivity_greedy
 from psvit.allocation.uniform import uniform_for_budget, uniform_ratios
-from psvit.budget import Bits, MemoryModel, check_budget_value
+from psvit.budget import Bits, MemoryModel
+from psvit.config import check_budget_value
 from psvit.errors import ConfigError
 from psvit.prune import Group
 from psvit.sensitivity.table import SensitivityTable

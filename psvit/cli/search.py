@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from psvit.cli.interrupt import Interrupted
 from psvit.cli.launcher import hydra_main
 from psvit.cli.preflight import check_plan
-from psvit.config import check_numbers
+from psvit.config import check_budget_value, check_numbers
 
 if TYPE_CHECKING:
     from psvit.search.session import SearchSession
@@ -25,7 +25,6 @@ def check_request(cfg: DictConfig) -> float | None:
     """Validate the numeric keys (types and ranges), budget, search settings (:func:`check_settings`) and
     constraints, then the cache, MLflow and Optuna stores, then the enabled groups and that the budget is
     reachable at all (from the config and the data, nothing trained); returns the budget."""
-    from psvit.budget import check_budget_value
     from psvit.search.settings import bit_choices, check_settings
     from psvit.workflow import compute_of
 
