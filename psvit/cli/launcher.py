@@ -35,6 +35,7 @@ from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 from psvit.cli.interrupt import Interrupted, stop_on_sigterm
 from psvit.config import NUMBERS, check_numbers, number_error
+from psvit.data import remember_splits
 from psvit.errors import ConfigError, PsvitError
 
 Task = Callable[[DictConfig], None]
@@ -72,8 +73,6 @@ def hydra_main(config_name: str) -> Callable[[Task], Callable[[], None]]:
         def job(cfg: DictConfig) -> None:
             try:
                 check_numbers(cfg)
-                from psvit.data import remember_splits  # imports torch: after the checks that need none
-
                 with remember_splits():  # the pre-flight checks and the work read the data once
                     task(cfg)
             except (PsvitError, OmegaConfBaseException, OSError) as exc:

@@ -25,13 +25,13 @@ def check_request(cfg: DictConfig) -> float | None:
     """Validate the numeric keys (types and ranges), budget, search settings (:func:`check_settings`) and
     constraints, then the cache, MLflow and Optuna stores, then the enabled groups and that the budget is
     reachable at all (from the config and the data, nothing trained); returns the budget."""
-    from psvit.search.settings import bit_choices, check_settings
-    from psvit.workflow import compute_of
-
     check_numbers(cfg)  # also in every command's launcher; here for the sweep's check of each job before any runs
     budget = cfg.get("budget")
     if budget is not None:
         budget = check_budget_value(budget)
+    from psvit.search.settings import bit_choices, check_settings  # imports torch: after the checks that need none
+    from psvit.workflow import compute_of
+
     check_settings(cfg)
     compute_of(cfg)
     check_plan(cfg, budget, min(bit_choices(cfg)))

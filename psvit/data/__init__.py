@@ -7,15 +7,16 @@ psvit, :data:`MNIST_T10K`, unless given a ``root``), ``image_folder`` and ``cifa
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from psvit.data import cifar, digits, image_folder, mnist_idx  # noqa: F401  (register the datasets)
-from psvit.data.mnist_idx import MNIST_T10K
-from psvit.data.registry import dataset_options, list_datasets, load_dataset, register_dataset
-from psvit.data.splits import DataSplits, check_fractions, make_splits
+if TYPE_CHECKING:
+    from psvit.data.mnist_idx import MNIST_T10K
+    from psvit.data.registry import dataset_options, list_datasets, register_dataset
+    from psvit.data.splits import DataSplits
 
 __all__ = [
     "MNIST_T10K",
@@ -26,6 +27,22 @@ __all__ = [
     "register_dataset",
     "remember_splits",
 ]
+
+#: Where the names this package re-exports are defined: imported on first use (PEP 562), since they import torch,
+#: which a command need not load to reject its config (:func:`remember_splits` needs none of them).
+_EXPORTS = {
+    "MNIST_T10K": "psvit.data.mnist_idx",
+    "DataSplits": "psvit.data.splits",
+    "dataset_options": "psvit.data.registry",
+    "list_datasets": "psvit.data.registry",
+    "register_dataset": "psvit.data.registry",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'psvit.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
 
 
 def build_splits(
@@ -53,6 +70,9 @@ def build_splits(
     )
     if _remembered is not None and key in _remembered:
         return _remembered[key]
+    from psvit.data.registry import load_dataset
+    from psvit.data.splits import check_fractions, make_splits
+
     check_fractions(val_fraction, test_fraction)
     data = load_dataset(name, root, img_size, options)
     splits = make_splits(

@@ -7,6 +7,7 @@ a sample with psvit registers its folder as ``default_root``: the folder read wh
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,8 @@ Loader = Callable[..., LoadedData]
 _DATASETS: dict[str, Loader] = {}
 _DEFAULT_ROOTS: dict[str, Path] = {}
 _COMMON = ("root", "img_size")
+#: The modules of psvit's own datasets, which register them when imported (on the registry's first use).
+_BUILT_IN = ("psvit.data.cifar", "psvit.data.digits", "psvit.data.image_folder", "psvit.data.mnist_idx")
 
 
 def register_dataset(name: str, default_root: Path | None = None) -> Callable[[Loader], Loader]:
@@ -33,7 +36,13 @@ def register_dataset(name: str, default_root: Path | None = None) -> Callable[[L
     return decorate
 
 
+def _register_built_in() -> None:
+    for module in _BUILT_IN:
+        importlib.import_module(module)
+
+
 def list_datasets() -> list[str]:
+    _register_built_in()
     return sorted(_DATASETS)
 
 
@@ -43,6 +52,7 @@ def dataset_options(name: str) -> list[str]:
 
 
 def _loader(name: str) -> Loader:
+    _register_built_in()
     if name not in _DATASETS:
         raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}")
     return _DATASETS[name]
