@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from psvit.cost import param_shapes, weight_bytes
+from psvit.cost.analytic import DEFAULT_BYTES_PER_PARAM, params_of_widths
 from psvit.errors import ConfigError
 from psvit.prune import Group, PruneConstraints, narrowed_config
 from psvit.prune.constraints import check_known, keep_rule
@@ -61,6 +62,9 @@ class MemoryModel:
         self._bytes: dict[tuple, dict[str, int]] = {}
         self._rules = [keep_rule(g, constraints) for g in self.groups]
         self._names = frozenset(g.name for g in self.groups)
+        locations, self._params_of_widths = params_of_widths(model_name, self.base_config)
+        by_location = {(g.config_key, g.index): g for g in self.groups}
+        self._width_groups = [by_location[location] for location in locations]
 
     def kept(self, ratios: Mapping[str, float]) -> dict[str, int]:
         """Kept channels per head of every group (:func:`psvit.prune.kept_channels`): what identifies the pruned
@@ -82,14 +86,13 @@ class MemoryModel:
         quantized = quantized_bits(bits)
         key = (tuple(kept.values()), quantized)
         if key not in self._bytes:
-            config = narrowed_config(self.base_config, self.groups, dict(kept))
-            self._bytes[key] = (
-                storage_bytes(
-                    param_shapes(self.model_name, config), self.layers, layer_bits(self.layers, dict(quantized))
-                )
-                if quantized
-                else {"float32": weight_bytes(self.model_name, config)}
-            )
+            if quantized:
+                config = narrowed_config(self.base_config, self.groups, dict(kept))
+                shapes = param_shapes(self.model_name, config)
+                self._bytes[key] = storage_bytes(shapes, self.layers, layer_bits(self.layers, dict(quantized)))
+            else:  # the pruned model differs from the base in its widths only: its count is a polynomial of them
+                widths = [kept[g.name] * g.heads for g in self._width_groups]
+                self._bytes[key] = {"float32": self._params_of_widths(widths) * DEFAULT_BYTES_PER_PARAM}
         return self._bytes[key]
 
     def bytes(self, ratios: Mapping[str, float], bits: Bits = None) -> int:

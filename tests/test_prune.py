@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import psvit
+from psvit.budget import MemoryModel
 from psvit.cost import count_params, memory_saving, weight_bytes
 from psvit.data import build_splits
 from psvit.errors import ConfigError
@@ -218,6 +219,8 @@ def test_width_config_predicts_the_pruned_size_exactly(setup):
         assert weight_bytes("spikformer", predicted) == real_bytes(pruned)
         saving = memory_saving("spikformer", model.config, predicted)
         assert saving == pytest.approx(1 - real_bytes(pruned) / real_bytes(model), abs=1e-12)
+        memory = MemoryModel("spikformer", model.config, constraints)  # the search's accounting, from the widths
+        assert memory.bytes(ratios) == real_bytes(pruned) and memory.config(ratios) == predicted
         for g in list_groups(pruned):
             assert g.width % g.heads == 0 and g.width >= 1
 

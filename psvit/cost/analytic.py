@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,7 +64,10 @@ class _Sizes:
         return [config[key] if index is None else config[key][index] for key, index in self.locations]
 
     def count(self, config: Config) -> int:
-        widths = self.widths(config)
+        return self.count_widths(self.widths(config))
+
+    def count_widths(self, widths: Sequence[int]) -> int:
+        """The count of the config of this structure whose group widths are ``widths`` (in group order)."""
         return sum(c * math.prod(widths[g] for g in gs) for c, gs in self.terms)
 
     def shapes(self, config: Config) -> dict[str, tuple[int, ...]]:
@@ -147,6 +151,15 @@ def count_params(model_name: str, config: Config, *, include_unused_norms: bool 
     if not include_unused_norms:
         return _trace(model_name, json.dumps(resolved, sort_keys=True)).used_params
     return _sizes(model_name, resolved).count(resolved)
+
+
+def params_of_widths(model_name: str, config: Config) -> tuple[list[Location], Callable[[Sequence[int]], int]]:
+    """For the configs of ``config``'s structure (those that differ from it in group widths only): where each
+    group's width is in a config, and the parameter count as a function of the group widths in that order, which
+    skips resolving and looking up every config (a projection sizes thousands of them)."""
+    resolved = get_family(model_name).resolve_config(**config)
+    sizes = _sizes(model_name, resolved)
+    return list(sizes.locations), sizes.count_widths
 
 
 def param_shapes(model_name: str, config: Config) -> dict[str, tuple[int, ...]]:
