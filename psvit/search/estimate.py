@@ -44,10 +44,10 @@ MAX_TIMED_BATCH = 32
 #: A rate is timed over passes until MIN_TIMED seconds (at most MAX_PASSES after the warm-up); a pass of more than
 #: LONG_PASS seconds is not repeated.
 MIN_TIMED, MAX_PASSES, LONG_PASS = 1.0, 10, 2.0
-#: Seconds per trial outside its model's forwards: sampling, the MLflow child run, the Optuna storage (about 1.3 s
-#: per trial in the main job's warm run on a 2-core CPU: 24 trials in 89 s, of which 58 s in pruning, BN
-#: recalibration, evaluation and the cost report, by the trials' own ``seconds``).
-TRIAL_BOOKKEEPING = 1.0
+#: Seconds per trial outside its model's forwards: sampling, the MLflow child run, the Optuna storage (about 0.5 s
+#: per trial in the main job's warm run on a 2-core CPU at commit d055a67: 24 trials in 60 s, of which 49 s in
+#: pruning, BN recalibration, evaluation and the cost report, by the trials' own ``seconds``).
+TRIAL_BOOKKEEPING = 0.5
 
 
 @dataclass(frozen=True)
