@@ -7,8 +7,9 @@ the command line.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from psvit.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from psvit.checkpoint import load, save
@@ -17,17 +18,14 @@ if TYPE_CHECKING:
 __all__ = ["create_model", "list_models", "load", "save"]
 __version__ = "0.1.0"
 
-#: Where each name of the package's namespace is defined. They are imported on first use (PEP 562), so that
-#: ``python -m psvit.<command>`` does not import torch (~3 s) before it has checked its config.
-_EXPORTS = {
-    "create_model": "psvit.models",
-    "list_models": "psvit.models",
-    "load": "psvit.checkpoint",
-    "save": "psvit.checkpoint",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'psvit' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+#: The package's namespace, imported on first use, so that ``python -m psvit.<command>`` does not import torch
+#: (~3 s) before it has checked its config.
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "create_model": "psvit.models",
+        "list_models": "psvit.models",
+        "load": "psvit.checkpoint",
+        "save": "psvit.checkpoint",
+    },
+)

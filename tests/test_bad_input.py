@@ -15,6 +15,8 @@ import copy
 import gzip
 import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -293,3 +295,17 @@ def test_a_failed_checkpoint_write_leaves_the_old_file_whole(tmp_path: Path) -> 
     (tmp_path / "notes.txt").write_text("a file where a folder is expected")
     with pytest.raises(CheckpointError, match="cannot write checkpoint .*notes.txt/model.pt"):
         psvit.save(model, tmp_path / "notes.txt" / "model.pt")
+
+
+@pytest.mark.parametrize("overrides", [["search.samplr=tpe"], ["+budget=abc"]])
+def test_a_config_rejected_before_any_data_is_read_never_imports_torch(tmp_path: Path, overrides: list[str]) -> None:
+    """Hydra's errors and the budget's value are checked before psvit imports torch (~3 s), so they come at once."""
+    code = (
+        "import atexit, runpy, sys; "
+        "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules)); "
+        f"sys.argv = ['psvit.search', *{overrides!r}]; "
+        "runpy.run_module('psvit.search', run_name='__main__')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
+    assert done.stdout.strip() == "torch imported: False"

@@ -7,11 +7,12 @@ psvit, :data:`MNIST_T10K`, unless given a ``root``), ``image_folder`` and ``cifa
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from psvit.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from psvit.data.mnist_idx import MNIST_T10K
@@ -28,21 +29,18 @@ __all__ = [
     "remember_splits",
 ]
 
-#: Where the names this package re-exports are defined: imported on first use (PEP 562), since they import torch,
-#: which a command need not load to reject its config (:func:`remember_splits` needs none of them).
-_EXPORTS = {
-    "MNIST_T10K": "psvit.data.mnist_idx",
-    "DataSplits": "psvit.data.splits",
-    "dataset_options": "psvit.data.registry",
-    "list_datasets": "psvit.data.registry",
-    "register_dataset": "psvit.data.registry",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'psvit.data' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+#: The names this package re-exports, imported on first use (they import torch, which a command need not load to
+#: reject its config; :func:`remember_splits` needs none of them).
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "MNIST_T10K": "psvit.data.mnist_idx",
+        "DataSplits": "psvit.data.splits",
+        "dataset_options": "psvit.data.registry",
+        "list_datasets": "psvit.data.registry",
+        "register_dataset": "psvit.data.registry",
+    },
+)
 
 
 def build_splits(
