@@ -87,7 +87,7 @@ class MemoryModel:
         key = (tuple(kept.values()), quantized)
         if key not in self._bytes:
             if quantized:
-                config = narrowed_config(self.base_config, self.groups, dict(kept))
+                config = narrowed_config(self.base_config, self.groups, kept)
                 shapes = param_shapes(self.model_name, config)
                 self._bytes[key] = storage_bytes(shapes, self.layers, layer_bits(self.layers, dict(quantized)))
             else:  # the pruned model differs from the base in its widths only: its count is a polynomial of them
